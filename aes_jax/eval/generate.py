@@ -1,0 +1,138 @@
+"""Jitted batched generation with a KV cache: greedy, temperature, top-k and top-p sampling.
+
+Prompts are left-padded so every row's next token lands in the same cache slot. One
+PRNG key per call makes sampling reproducible; greedy decoding ignores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aes_jax.models.llama import KVCache, Llama, LlamaConfig
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """temperature 0 means greedy; top_k 0 and top_p 1.0 switch those filters off."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    stop_token_ids: tuple[int, ...] = ()
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+
+class GenerateOutput(NamedTuple):
+    tokens: Array  # [B, max_new_tokens], pad_token_id after a stop token
+    lengths: Array  # [B] tokens generated, the stop token included
+
+
+def filter_logits(logits: Array, top_k: int, top_p: float) -> Array:
+    """Sets logits outside the top-k / nucleus (top-p) set to -inf. logits [B, V] float32."""
+    neg_inf = jnp.finfo(logits.dtype).min
+    if top_k > 0:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, neg_inf, logits)
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        keep = (jnp.cumsum(probs, axis=-1) - probs) < top_p
+        threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < threshold, neg_inf, logits)
+    return logits
+
+
+def next_token(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
+    if sampling.temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = filter_logits(logits / sampling.temperature, sampling.top_k, sampling.top_p)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "sampling"))
+def _generate(cfg: LlamaConfig, sampling: SamplingConfig, params, prompt_ids, prompt_mask, rng):
+    model = Llama(cfg)
+    batch, prompt_len = prompt_ids.shape
+    steps = sampling.max_new_tokens
+    cache = KVCache.init(cfg, batch, prompt_len + steps)
+    out = model.apply({"params": params}, prompt_ids, attention_mask=prompt_mask, cache=cache)
+    stop_ids = jnp.asarray(sampling.stop_token_ids or (-1,), jnp.int32)
+
+    def step(state):
+        i, logits, cache, tokens, done, rng = state
+        rng, sub = jax.random.split(rng)
+        token = next_token(logits, sub, sampling)
+        token = jnp.where(done, sampling.pad_token_id, token)
+        tokens = tokens.at[:, i].set(token)
+        done = done | jnp.isin(token, stop_ids)
+        out = model.apply({"params": params}, token[:, None],
+                          attention_mask=jnp.ones((batch, 1), bool), cache=cache)
+        return i + 1, out.logits[:, -1], out.cache, tokens, done, rng
+
+    def not_finished(state):
+        i, *_, done, _ = state
+        return (i < steps) & ~jnp.all(done)
+
+    tokens = jnp.full((batch, steps), sampling.pad_token_id, jnp.int32)
+    init = (0, out.logits[:, -1], out.cache, tokens, jnp.zeros(batch, bool), rng)
+    _, _, _, tokens, _, _ = jax.lax.while_loop(not_finished, step, init)
+    is_stop = jnp.isin(tokens, stop_ids)
+    first_stop = jnp.where(is_stop.any(axis=1), jnp.argmax(is_stop, axis=1) + 1, steps)
+    return GenerateOutput(tokens, first_stop)
+
+
+def generate(cfg: LlamaConfig, params, prompt_ids: Array, prompt_mask: Array | None = None,
+             rng: Array | None = None, sampling: SamplingConfig = SamplingConfig()) -> GenerateOutput:
+    """Generates up to `sampling.max_new_tokens` tokens for left-padded `prompt_ids` [B, P]."""
+    prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
+    if prompt_mask is None:
+        prompt_mask = jnp.ones_like(prompt_ids, bool)
+    prompt_mask = jnp.asarray(prompt_mask, bool)
+    if bool(jnp.any(prompt_mask[:, -1] == 0)):
+        raise ValueError("prompts must be left-padded: the last column of prompt_mask has padding")
+    if rng is None:
+        rng = jax.random.key(0)
+    return _generate(cfg, sampling, params, prompt_ids, prompt_mask, rng)
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token lists -> (ids [B, P], mask [B, P]) padded on the left."""
+    width = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), width), pad_id, np.int32)
+    mask = np.zeros((len(sequences), width), bool)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq):] = seq
+            mask[row, width - len(seq):] = True
+    return ids, mask
+
+
+def strip_after_stop(out: GenerateOutput, stop_token_ids: Sequence[int] = ()) -> list[list[int]]:
+    """Generated tokens per row, without the padding and the stop token."""
+    rows = []
+    for row, n in zip(np.asarray(out.tokens), np.asarray(out.lengths)):
+        seq = row[:n].tolist()
+        if seq and seq[-1] in stop_token_ids:
+            seq = seq[:-1]
+        rows.append(seq)
+    return rows
