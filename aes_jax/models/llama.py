@@ -298,7 +298,7 @@ def grouped_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     return out.reshape(b, t, h, hd)
 
 
-class MLP(nn.Module):
+class SwiGLU(nn.Module):
     cfg: LlamaConfig
 
     @nn.compact
@@ -321,7 +321,7 @@ class DecoderLayer(nn.Module):
         attn_out, new_cache = Attention(self.cfg, name="self_attn")(
             RMSNorm(self.cfg, name="input_layernorm")(x), cos, sin, mask, layer_cache, cache_index)
         x = x + attn_out
-        x = x + MLP(self.cfg, name="mlp")(RMSNorm(self.cfg, name="post_attention_layernorm")(x))
+        x = x + SwiGLU(self.cfg, name="mlp")(RMSNorm(self.cfg, name="post_attention_layernorm")(x))
         return x, new_cache
 
 

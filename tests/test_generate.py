@@ -1,0 +1,65 @@
+"""Sampling filters, stop tokens and argument checks of aes_jax.eval.generate (tiny model)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aes_jax.eval import generate as gen
+from aes_jax.interop import hf
+
+
+def test_top_k_keeps_k_largest():
+    logits = jnp.asarray([[0.1, 2.0, -1.0, 1.5, 0.3]])
+    kept = np.asarray(gen.filter_logits(logits, top_k=2, top_p=1.0)) > -1e30
+    np.testing.assert_array_equal(kept[0], [False, True, False, True, False])
+
+
+@pytest.mark.parametrize("top_p, expected_kept", [(0.4, 1), (0.7, 2), (0.9, 3), (1.0, 4)])
+def test_top_p_keeps_smallest_prefix_reaching_p(top_p, expected_kept):
+    probs = np.array([[0.05, 0.5, 0.15, 0.3]])
+    filtered = np.asarray(gen.filter_logits(jnp.log(jnp.asarray(probs)), top_k=0, top_p=top_p))
+    kept = filtered > -1e30
+    assert kept.sum() == expected_kept
+    order = np.argsort(-probs[0])
+    assert kept[0, order[:expected_kept]].all()
+
+
+@pytest.fixture(scope="module")
+def tiny(llama3_dir):
+    path, _ = llama3_dir
+    return hf.load_llama(path)
+
+
+def test_top_k_one_sampling_equals_greedy(tiny, rng):
+    cfg, params = tiny
+    ids = rng.integers(3, cfg.vocab_size, size=(2, 6))
+    greedy = gen.generate(cfg, params, ids, sampling=gen.SamplingConfig(max_new_tokens=8))
+    top1 = gen.generate(cfg, params, ids, rng=jax.random.key(7), sampling=gen.SamplingConfig(
+        max_new_tokens=8, temperature=0.7, top_k=1))
+    np.testing.assert_array_equal(greedy.tokens, top1.tokens)
+
+
+def test_stop_token_ends_row_and_pads_rest(tiny, rng):
+    cfg, params = tiny
+    ids = rng.integers(3, cfg.vocab_size, size=(1, 6))
+    free = gen.generate(cfg, params, ids, sampling=gen.SamplingConfig(max_new_tokens=10))
+    assert int(free.lengths[0]) == 10
+    stop = int(free.tokens[0, 3])
+    first = int(np.argmax(np.asarray(free.tokens[0]) == stop))
+    out = gen.generate(cfg, params, ids, sampling=gen.SamplingConfig(
+        max_new_tokens=10, stop_token_ids=(stop,), pad_token_id=0))
+    assert int(out.lengths[0]) == first + 1
+    np.testing.assert_array_equal(out.tokens[0, : first + 1], free.tokens[0, : first + 1])
+    assert (np.asarray(out.tokens[0, first + 1:]) == 0).all()
+    assert gen.strip_after_stop(out, (stop,))[0] == np.asarray(free.tokens[0, :first]).tolist()
+
+
+def test_bad_arguments(tiny):
+    cfg, params = tiny
+    with pytest.raises(ValueError, match="left-padded"):
+        gen.generate(cfg, params, np.ones((1, 4), np.int32), np.array([[1, 1, 1, 0]]))
+    with pytest.raises(ValueError, match="top_p"):
+        gen.SamplingConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        gen.SamplingConfig(max_new_tokens=0)
