@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import sys
@@ -203,7 +204,7 @@ def torch_fwd_bwd(model, ids: torch.Tensor) -> torch.Tensor:
     model.zero_grad(set_to_none=True)
     loss = torch_loss(model(input_ids=ids, use_cache=False).logits, ids)
     loss.backward()
-    return loss
+    return loss.detach()
 
 
 def bench_torch(model, ids: torch.Tensor, warmup: int, steps: int) -> dict[str, Timing]:
@@ -282,7 +283,13 @@ def header(model_dir: Path, cfg: LlamaConfig, n_params: int, device: torch.devic
         "remat": REMAT.value, "jax_devices": [str(d) for d in jax.devices()],
         "torch_device": str(device), "torch_threads": torch.get_num_threads(),
         "jax": jax.__version__, "torch": torch.__version__, "python": platform.python_version(),
+        "cpu_count": os.cpu_count(), "loadavg_at_start": load_average(),
     }
+
+
+def load_average() -> list[float]:
+    """1/5/15-minute load averages: other processes on the same cores skew CPU timings."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def table_rows(jax_t: dict[str, Timing], torch_t: dict[str, Timing]) -> list[dict[str, Any]]:
@@ -355,6 +362,8 @@ def main(argv: list[str]) -> None:
     print()
     print_table(rows)
     out = Path(OUT.value)
+    info["loadavg_at_end"] = load_average()
+    log(f"load average at end {info['loadavg_at_end']} (at start {info['loadavg_at_start']})")
     write_json(out, {"config": info, "parity": parity, "rows": rows})
     log(f"wrote {out}")
 
