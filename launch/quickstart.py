@@ -28,7 +28,8 @@ def main(argv):
     del argv
     from transformers import AutoTokenizer
 
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
 
     workdir = Path(WORKDIR.value)
     workdir.mkdir(parents=True, exist_ok=True)

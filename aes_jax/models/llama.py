@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aes_jax.models import lora as lora_lib
+
 Array = jax.Array
 
 # Logical axis names used by the parameters below. Sharding rules map these.
@@ -73,6 +75,7 @@ class LlamaConfig:
     param_dtype: str = "float32"  # dtype of freshly initialised params
     scan_layers: bool = True
     remat: bool = False
+    lora: lora_lib.LoraConfig | None = None  # adapters in the "lora" collection
 
     def __post_init__(self):
         if self.num_attention_heads % self.num_key_value_heads:
@@ -242,19 +245,24 @@ class RMSNorm(nn.Module):
 
 
 class Projection(nn.Module):
-    """A bias-free linear map whose kernel keeps head structure ([in..., out...])."""
+    """A bias-free linear map whose kernel keeps head structure ([*in, *out]), plus an
+    optional LoRA term."""
 
     cfg: LlamaConfig
     shape: tuple[int, ...]
     axes: tuple[str, ...]
     contract: str  # einsum spec, e.g. "btd,dhk->bthk"
+    n_in: int = 1  # how many leading kernel dims are contracted with x
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", _init(self.cfg, self.axes), self.shape,
-                            jnp.dtype(self.cfg.param_dtype))
-        dtype = jnp.dtype(self.cfg.dtype)
-        return jnp.einsum(self.contract, x.astype(dtype), kernel.astype(dtype))
+        param_dtype, dtype = jnp.dtype(self.cfg.param_dtype), jnp.dtype(self.cfg.dtype)
+        kernel = self.param("kernel", _init(self.cfg, self.axes), self.shape, param_dtype)
+        y = jnp.einsum(self.contract, x.astype(dtype), kernel.astype(dtype))
+        delta = lora_lib.adapter_delta(
+            self, self.cfg.lora, x, self.shape[: self.n_in], self.shape[self.n_in:],
+            self.axes[: self.n_in], self.axes[self.n_in:], param_dtype, dtype)
+        return y if delta is None else y + delta.astype(y.dtype)
 
 
 class Attention(nn.Module):
@@ -277,7 +285,8 @@ class Attention(nn.Module):
             new_cache = (k, v)
 
         out = grouped_attention(q, k, v, mask)
-        out = Projection(c, (h, hd, d), (HEADS, HEAD_DIM, EMBED), "bthk,hkd->btd", name="o_proj")(out)
+        out = Projection(c, (h, hd, d), (HEADS, HEAD_DIM, EMBED), "bthk,hkd->btd", n_in=2,
+                         name="o_proj")(out)
         return out, new_cache
 
 
@@ -392,7 +401,8 @@ class Llama(nn.Module):
         if c.remat:
             layer_cls = nn.remat(DecoderLayer, prevent_cse=not c.scan_layers)
         if c.scan_layers:
-            stack = nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+            stack = nn.scan(layer_cls, variable_axes={"params": 0, "lora": 0},
+                            split_rngs={"params": True, "dropout": True},
                             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                             length=c.num_hidden_layers,
                             metadata_params={nn.PARTITION_NAME: LAYERS})
@@ -432,7 +442,16 @@ def init_params(cfg: LlamaConfig, rng: Array, seq_len: int = 8) -> dict:
     return nn.meta.unbox(variables["params"])
 
 
-def logical_axes(cfg: LlamaConfig) -> dict:
-    """The logical axis names of every parameter, as a pytree matching the params."""
+def init_lora(cfg: LlamaConfig, rng: Array) -> dict:
+    """Fresh adapters for `cfg.lora` (a random, b zero). Under jit the unused base params
+    that init also builds are dead code, so this stays cheap for large models."""
+    if cfg.lora is None:
+        raise ValueError("cfg.lora is None: no adapters to initialise")
+    init = jax.jit(lambda r: Llama(cfg).init(r, jnp.zeros((1, 1), jnp.int32))["lora"])
+    return nn.meta.unbox(init(rng))
+
+
+def logical_axes(cfg: LlamaConfig, collection: str = "params") -> dict:
+    """The logical axis names of every variable in `collection`, as a matching pytree."""
     shapes = jax.eval_shape(lambda: Llama(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
-    return nn.get_partition_spec(shapes)["params"]
+    return nn.get_partition_spec(shapes)[collection]

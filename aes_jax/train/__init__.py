@@ -1,0 +1,1 @@
+"""The one training engine: sharding, optimiser, train state, step, loop, checkpoints."""

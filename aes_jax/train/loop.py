@@ -1,0 +1,165 @@
+"""The one training loop: every task trains through `train(config, workdir)`.
+
+The task gives init, a pure loss, data and evaluation sums; this file does sharding,
+jit, accumulation, logging, evaluation, checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from aes_jax import tasks
+from aes_jax.train import sharding
+from aes_jax.train.checkpoint import Checkpointer, abstract_like
+from aes_jax.train.metrics_writer import MetricWriter, peak_flops, truncate_after
+from aes_jax.train.optim import make_optimizer
+from aes_jax.train.state import TrainState
+from aes_jax.train.step import make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def _state_shardings(state: TrainState, trainable_sh: Any, optimizer, mesh) -> TrainState:
+    repl = sharding.replicated(mesh)
+    # Optimiser moments are shaped like the params: shard them the same way.
+    opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, state.opt_state, trainable_sh,
+                                   transform_non_params=lambda _: repl)
+    return TrainState(step=repl, trainable=trainable_sh, opt_state=opt_sh, rng=repl,
+                      ema=trainable_sh if state.ema is not None else None)
+
+
+def _first_nonfinite(pending: list[tuple[int, dict]]) -> int | None:
+    for step, metrics in pending:
+        if not math.isfinite(float(metrics["loss"])):
+            return step
+    return None
+
+
+def evaluate(task, eval_step, state: TrainState, frozen, config, mesh) -> dict[str, float]:
+    params = state.ema if state.ema is not None else state.trainable
+    totals: dict[str, float] = {}
+    for batch in task.eval_batches(config.eval_batch_size, jax.process_index(), jax.process_count()):
+        sums = jax.device_get(eval_step(params, frozen, sharding.global_batch(batch, mesh)))
+        for k, v in sums.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    out = {}
+    for k, v in totals.items():
+        if k.endswith("_sum"):
+            name = k[: -len("_sum")]
+            out[f"eval_{name}"] = v / max(totals.get(f"{name}_count", 1.0), 1e-12)
+    if "eval_loss" in out:
+        out["eval_perplexity"] = float(np.exp(min(out["eval_loss"], 50.0)))
+    return out
+
+
+def train(config, workdir: str | Path) -> dict[str, Any]:
+    """Runs (or resumes) training; returns the last logged metrics."""
+    workdir = Path(workdir)
+    is_main = jax.process_index() == 0
+    task = tasks.build(config, workdir)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    rules = [tuple(r) for r in config.sharding_rules]
+    log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
+             jax.process_count())
+
+    optimizer, schedule = make_optimizer(dict(config.optimizer), config.total_steps)
+    trainable, frozen = task.init(jax.random.PRNGKey(config.seed))
+    trainable_axes, frozen_axes = task.logical_axes()
+    trainable_sh = sharding.tree_shardings(trainable_axes, trainable, mesh, rules)
+    frozen_sh = sharding.tree_shardings(frozen_axes, frozen, mesh, rules)
+    trainable = jax.device_put(trainable, trainable_sh)
+    frozen = jax.device_put(frozen, frozen_sh)
+
+    def create_state(t):
+        return TrainState.create(t, optimizer, config.seed + 1, use_ema=config.ema_decay > 0)
+
+    state_shapes = jax.eval_shape(create_state, trainable)
+    state_sh = _state_shardings(state_shapes, trainable_sh, optimizer, mesh)
+    state = jax.jit(create_state, out_shardings=state_sh)(trainable)
+    del trainable
+
+    iterator = task.train_iterator(config.global_batch_size, config.seed, jax.process_index(),
+                                   jax.process_count())
+    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints,
+                        async_save=config.async_checkpointing)
+    start = ckpt.latest_step() or 0
+    if start:
+        state, data_state = ckpt.restore(start, abstract_like(state_shapes, state_sh))
+        iterator.set_state(data_state)
+        if is_main:
+            print(f"resumed from {ckpt.directory / str(start)} at step {start}", flush=True)
+    if is_main:
+        truncate_after(workdir / "metrics.jsonl", start)
+
+    batch_sh = sharding.batch_sharding(mesh)
+    step_fn = make_train_step(task.loss, optimizer, schedule, config.grad_accum_steps,
+                              config.ema_decay)
+    train_step = jax.jit(step_fn, in_shardings=(state_sh, frozen_sh, batch_sh),
+                         out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+    eval_step = jax.jit(task.eval_sums, out_shardings=sharding.replicated(mesh))
+
+    writer = MetricWriter(workdir, enabled=is_main)
+    peak = peak_flops(jax.devices()[0], config.peak_flops_per_device)
+    flops_per_token = task.flops_per_token()
+    pending: list[tuple[int, dict]] = []
+    window_tokens, window_start = 0, time.perf_counter()
+    last: dict[str, Any] = {}
+    bar = tqdm(total=config.total_steps, initial=start, disable=not is_main, unit="step",
+               dynamic_ncols=True)
+    try:
+        for step in range(start + 1, config.total_steps + 1):
+            local = next(iterator)
+            window_tokens += task.tokens_in_batch(local) * jax.process_count()
+            state, metrics = train_step(state, frozen, sharding.global_batch(local, mesh))
+            pending.append((step, metrics))
+            if config.get("sleep_per_step_s", 0.0):
+                time.sleep(config.sleep_per_step_s)
+
+            is_last = step == config.total_steps
+            do_eval = config.eval_every and (step % config.eval_every == 0 or is_last)
+            do_ckpt = step % config.checkpoint_every == 0 or is_last
+            do_log = step % config.log_every == 0 or is_last or do_eval
+            if not (do_log or do_ckpt):
+                continue
+            pending = jax.device_get(pending)
+            bad = _first_nonfinite(pending)
+            if bad is not None:
+                raise NonFiniteLossError(
+                    f"loss became {float(dict(pending)[bad]['loss'])} at step {bad}; stopping. "
+                    f"The last good checkpoint is kept in {ckpt.directory} "
+                    f"(step {ckpt.latest_step()}).")
+            elapsed = time.perf_counter() - window_start
+            tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
+            if do_log:
+                record = {k: float(v) for k, v in pending[-1][1].items()}
+                record["tokens_per_s"] = tokens_per_s
+                if peak and flops_per_token:
+                    record["mfu"] = tokens_per_s * flops_per_token / (peak * jax.device_count())
+                if do_eval:
+                    record.update(evaluate(task, eval_step, state, frozen, config, mesh))
+                writer.write(step, record)
+                last = {"step": step, **record}
+                bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+            bar.update(len(pending))
+            pending, window_tokens, window_start = [], 0, time.perf_counter()
+            if do_ckpt:
+                ckpt.save(step, state, iterator.get_state())
+    finally:
+        bar.close()
+        ckpt.close()
+        writer.close()
+    return last

@@ -1,0 +1,57 @@
+"""The pure train step: gradient accumulation, clipping/optimiser update, optional EMA."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from aes_jax.train.state import TrainState
+
+
+def split_microbatches(batch: dict, accum_steps: int) -> dict:
+    """[B, ...] -> [accum, B / accum, ...] (row i of the micro-batch j is row j*B/accum+i)."""
+    def split(x):
+        if x.shape[0] % accum_steps:
+            raise ValueError(f"batch of {x.shape[0]} rows is not divisible by "
+                             f"grad_accum_steps={accum_steps}")
+        return x.reshape((accum_steps, x.shape[0] // accum_steps) + x.shape[1:])
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
+                    schedule: Callable, accum_steps: int = 1, ema_decay: float = 0.0
+                    ) -> Callable[[TrainState, Any, dict], tuple[TrainState, dict]]:
+    """loss_fn(trainable, frozen, batch, rng) -> (loss, metrics). Gradients of the
+    micro-batches are averaged, so accumulation equals one step on the whole batch."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(state: TrainState, frozen: Any, batch: dict):
+        rng, step_rng = jax.random.split(state.rng)
+        micro = split_microbatches(batch, accum_steps)
+
+        def accumulate(carry, xs):
+            grads_sum, loss_sum = carry
+            i, mb = xs
+            (loss, aux), grads = grad_fn(state.trainable, frozen, mb, jax.random.fold_in(step_rng, i))
+            return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), aux
+
+        zeros = jax.tree.map(jnp.zeros_like, state.trainable)
+        (grads, loss), aux = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)),
+                                          (jnp.arange(accum_steps), micro))
+        grads = jax.tree.map(lambda g: g / accum_steps, grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
+        trainable = optax.apply_updates(state.trainable, updates)
+        ema = state.ema
+        if ema is not None:
+            ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, trainable)
+        metrics = {"loss": loss / accum_steps, "grad_norm": optax.global_norm(grads),
+                   "learning_rate": schedule(state.step),
+                   **jax.tree.map(lambda x: jnp.mean(x, axis=0), aux)}
+        new_state = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state,
+                                  rng=rng, ema=ema)
+        return new_state, metrics
+
+    return train_step
