@@ -43,8 +43,9 @@ def _state_shardings(state: TrainState, trainable_sh: Any, optimizer, mesh) -> T
 
 
 def _first_nonfinite(pending: list[tuple[int, dict]]) -> int | None:
+    """A non-finite gradient norm poisons the params of that step even if its loss was fine."""
     for step, metrics in pending:
-        if not math.isfinite(float(metrics["loss"])):
+        if not all(math.isfinite(float(metrics[k])) for k in ("loss", "grad_norm")):
             return step
     return None
 
@@ -138,8 +139,10 @@ def train(config, workdir: str | Path) -> dict[str, Any]:
             pending = jax.device_get(pending)
             bad = _first_nonfinite(pending)
             if bad is not None:
+                bad_metrics = dict(pending)[bad]
                 raise NonFiniteLossError(
-                    f"loss became {float(dict(pending)[bad]['loss'])} at step {bad}; stopping. "
+                    f"loss {float(bad_metrics['loss'])} / gradient norm "
+                    f"{float(bad_metrics['grad_norm'])} at step {bad}; stopping. "
                     f"The last good checkpoint is kept in {ckpt.directory} "
                     f"(step {ckpt.latest_step()}).")
             elapsed = time.perf_counter() - window_start
