@@ -89,3 +89,18 @@ def test_bad_mesh_is_reported(tmp_path):
     proc = subprocess.run(train_cmd(tmp_path, "--config.mesh.data=3"), cwd=REPO, env=env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "needs 3 devices, 1 are available" in proc.stderr
+
+
+def test_default_config_runs_on_packaged_smollm2(smollm2_dir, tmp_path):
+    """The non-tiny config (real SmolLM2 + its BPE tokenizer), shortened to two steps."""
+    from tests.train_utils import TINY
+
+    run_train(tmp_path, "--config.total_steps=2", "--config.data.seq_len=32",
+              "--config.global_batch_size=2", "--config.eval_every=2",
+              "--config.log_every=1", "--config.checkpoint_every=2",
+              config=TINY.replace(":tiny", ""))
+    metrics = read_metrics(tmp_path)
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert 0.5 < metrics[0]["loss"] < 8.0  # a pretrained LM, not a random one (ln 49152 = 10.8)
+    state = read_state(tmp_path, 2)
+    assert set(state["trainable"]) == {"lora"}

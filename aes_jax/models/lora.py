@@ -41,6 +41,8 @@ class LoraConfig:
     def __post_init__(self):
         if self.rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         re.compile(self.targets)
 
     @property
