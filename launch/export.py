@@ -1,24 +1,58 @@
-"""orbax checkpoint (from launch.convert) -> Hugging Face directory.
+"""Export to Hugging Face formats.
 
-    python -m launch.export --ckpt=DIR --out=HF_DIR [--max_shard_gb=5]
+    # a model converted with launch.convert -> HF dir
+    python -m launch.export --ckpt=CKPT_DIR --out=HF_DIR [--max_shard_gb=5]
+    # a training run -> what its task exports (LoRA: PEFT adapter + merged model)
+    python -m launch.export --run=WORKDIR [--step=N] [--ema] --out=OUT_DIR
 """
 
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
 from absl import app, flags
 
-from aes_jax.interop import hf, orbax_ckpt
-
-CKPT = flags.DEFINE_string("ckpt", None, "Checkpoint directory written by launch.convert.",
-                           required=True)
-OUT = flags.DEFINE_string("out", None, "Output HF directory.", required=True)
+CKPT = flags.DEFINE_string("ckpt", None, "Checkpoint directory written by launch.convert.")
+RUN = flags.DEFINE_string("run", None, "Training run directory (has config.json, checkpoints/).")
+STEP = flags.DEFINE_integer("step", None, "With --run: which checkpoint; default the latest.")
+EMA = flags.DEFINE_bool("ema", False, "With --run: export the EMA params instead of the live ones.")
+OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 MAX_SHARD_GB = flags.DEFINE_float("max_shard_gb", 5.0, "Shard safetensors above this size.")
+
+
+def export_converted(ckpt: str, out: str) -> list[Path]:
+    from aes_jax.interop import hf, orbax_ckpt
+
+    cfg, params, tokenizer_dir = orbax_ckpt.load_model(ckpt)
+    return [hf.save_llama(cfg, params, out, tokenizer_source=tokenizer_dir,
+                          max_shard_bytes=int(MAX_SHARD_GB.value * 1024**3))]
+
+
+def export_run(run: str, out: str, step: int | None, use_ema: bool) -> list[Path]:
+    from aes_jax import tasks
+    from aes_jax.train.checkpoint import read_state_numpy
+
+    config = ml_collections.ConfigDict(json.loads((Path(run) / "config.json").read_text()))
+    task = tasks.build(config, run)
+    step, state = read_state_numpy(run, step)
+    if use_ema and state.get("ema") is None:
+        raise ValueError(f"{run}: checkpoint {step} has no EMA (config.ema_decay was 0)")
+    trainable = state["ema"] if use_ema else state["trainable"]
+    # The frozen part (e.g. the LoRA base) is rebuilt exactly as the run built it.
+    _, frozen = task.init(jax.random.PRNGKey(config.seed))
+    print(f"exporting {run} step {step}")
+    return task.export(trainable, frozen, out)
 
 
 def main(argv):
     del argv
-    cfg, params, tokenizer_dir = orbax_ckpt.load_model(CKPT.value)
-    out = hf.save_llama(cfg, params, OUT.value, tokenizer_source=tokenizer_dir,
-                        max_shard_bytes=int(MAX_SHARD_GB.value * 1024**3))
-    print(f"exported {CKPT.value} -> {out}")
+    if (CKPT.value is None) == (RUN.value is None):
+        raise app.UsageError("give exactly one of --ckpt or --run")
+    paths = (export_converted(CKPT.value, OUT.value) if CKPT.value
+             else export_run(RUN.value, OUT.value, STEP.value, EMA.value))
+    for path in paths:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

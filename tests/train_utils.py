@@ -10,7 +10,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
+
+from aes_jax.train.checkpoint import read_state_numpy
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "configs/lm_lora.py:tiny"
@@ -43,11 +44,7 @@ def read_metrics(workdir: Path) -> list[dict]:
 
 def read_state(workdir: Path, step: int) -> dict:
     """The checkpointed TrainState of `step` as numpy arrays (any mesh it was saved from)."""
-    path = workdir / "checkpoints" / str(step) / "state"
-    with ocp.PyTreeCheckpointer() as ckptr:
-        meta = ckptr.metadata(path).item_metadata.tree
-        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-        return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
+    return read_state_numpy(workdir, step)[1]
 
 
 def flat(tree: dict) -> dict[str, np.ndarray]:

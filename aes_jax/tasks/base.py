@@ -39,3 +39,6 @@ class Task(Protocol):
 
     def flops_per_token(self) -> float:
         """Training model FLOPs per token, for MFU (0 if unknown)."""
+
+    def export(self, trainable: Any, frozen: Any, out_dir: str) -> list:
+        """Writes what was learned in torch-world formats; returns the paths written."""

@@ -13,12 +13,18 @@ import numpy as np
 from aes_jax.data import pipeline
 from aes_jax.data.demo_text import write_demo_corpus
 from aes_jax.data.tokenizers import ByteTokenizer, HFTokenizer
-from aes_jax.interop import assets, hf
+from aes_jax.interop import assets, hf, peft
 from aes_jax.losses.lm import masked_cross_entropy, token_nll
 from aes_jax.models import lora as lora_lib
 from aes_jax.models.llama import Llama, LlamaConfig, init_lora, init_params, logical_axes
 
 log = logging.getLogger(__name__)
+
+
+def _model_path(config) -> Path | None:
+    if config.model == "tiny":
+        return None
+    return Path(config.model) if config.model else assets.smollm2_dir()
 
 
 def _model_config(config) -> tuple[LlamaConfig, dict | None, Any]:
@@ -31,7 +37,7 @@ def _model_config(config) -> tuple[LlamaConfig, dict | None, Any]:
                           bos_token_id=tok.bos_id, param_dtype=config.param_dtype,
                           **dict(config.tiny_model), **runtime)
         return cfg, None, tok
-    path = Path(config.model) if config.model else assets.smollm2_dir()
+    path = _model_path(config)
     cfg, params = hf.load_llama(path, param_dtype=config.param_dtype, **runtime)
     tok_dir = path.parent if path.is_file() else path
     return cfg, params, HFTokenizer(tok_dir)
@@ -123,3 +129,25 @@ class LMLoraTask:
         n = c.num_hidden_layers * per_layer + c.vocab_size * c.hidden_size
         attention = 12 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * self.config.data.seq_len
         return 6.0 * n + attention
+
+    # ------------------------------------------------------------------ export
+    def export(self, trainable: dict, frozen: dict, out_dir: str | Path) -> list[Path]:
+        """HF formats: a PEFT adapter dir plus the merged model for LoRA runs, the full
+        model for full fine-tuning. Tokenizer files come from the base model dir."""
+        out = Path(out_dir)
+        path = _model_path(self.config)
+        tokenizer_dir = None if path is None else (path.parent if path.is_file() else path)
+        base_cfg = self.model_cfg.replace(lora=None)
+        if self.model_cfg.lora is None:
+            return [hf.save_llama(base_cfg, trainable["params"], out / "model",
+                                  tokenizer_source=tokenizer_dir)]
+        written = []
+        if path is None:  # a random base exists only here: export it so the adapter is usable
+            path = hf.save_llama(base_cfg, frozen["params"], out / "base")
+            written.append(path)
+        written.append(peft.save_peft_adapter(self.model_cfg, trainable["lora"], out / "adapter",
+                                              base_model_name_or_path=str(path)))
+        merged = lora_lib.merge(frozen["params"], trainable["lora"], self.model_cfg.lora)
+        written.append(hf.save_llama(base_cfg, merged, out / "merged",
+                                     tokenizer_source=tokenizer_dir))
+        return written

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from aes_jax.train.state import TrainState
@@ -44,6 +45,23 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def read_state_numpy(workdir: str | Path, step: int | None = None) -> tuple[int, dict]:
+    """(step, TrainState pytree as numpy) from WORKDIR/checkpoints, whatever mesh or number
+    of processes wrote it; the latest step by default."""
+    directory = Path(workdir).absolute() / "checkpoints"
+    steps = sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit())
+    if not steps:
+        raise FileNotFoundError(f"{directory}: no checkpoints")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise FileNotFoundError(f"{directory}: no checkpoint for step {step} (have {steps})")
+    path = directory / str(step) / "state"
+    with ocp.PyTreeCheckpointer() as ckptr:
+        meta = ckptr.metadata(path).item_metadata.tree
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+        return step, ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:
