@@ -25,6 +25,12 @@ Array = jax.Array
 EMBED, VOCAB, HEADS, KV_HEADS, HEAD_DIM, MLP, NORM, LAYERS = (
     "embed", "vocab", "heads", "kv_heads", "head_dim", "mlp", "norm", "layers")
 
+# Activation axes: constrained only when a logical-axis-rules context is active (training);
+# elsewhere the constraints are no-ops.
+ACT_BATCH, ACT_LENGTH, ACT_EMBED, ACT_VOCAB = (
+    "activation_batch", "activation_length", "activation_embed", "activation_vocab")
+RESIDUAL_AXES = (ACT_BATCH, ACT_LENGTH, ACT_EMBED)
+
 _SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 
@@ -331,7 +337,7 @@ class DecoderLayer(nn.Module):
             RMSNorm(self.cfg, name="input_layernorm")(x), cos, sin, mask, layer_cache, cache_index)
         x = x + attn_out
         x = x + SwiGLU(self.cfg, name="mlp")(RMSNorm(self.cfg, name="post_attention_layernorm")(x))
-        return x, new_cache
+        return nn.with_logical_constraint(x, RESIDUAL_AXES), new_cache
 
 
 # ----------------------------------------------------------------------------- model
@@ -396,6 +402,7 @@ class Llama(nn.Module):
         embed = self.param("embed_tokens", _init(c, (VOCAB, EMBED)),
                            (c.vocab_size, c.hidden_size), jnp.dtype(c.param_dtype))
         x = jnp.take(embed, input_ids, axis=0).astype(jnp.dtype(c.dtype))
+        x = nn.with_logical_constraint(x, RESIDUAL_AXES)
 
         layer_cls = DecoderLayer
         if c.remat:
@@ -426,7 +433,8 @@ class Llama(nn.Module):
                 head = self.param("lm_head", _init(c, (EMBED, VOCAB)),
                                   (c.hidden_size, c.vocab_size), jnp.dtype(c.param_dtype))
             logits = jnp.einsum("btd,dv->btv", hidden, head.astype(hidden.dtype))
-            logits = logits.astype(jnp.float32)
+            logits = nn.with_logical_constraint(logits.astype(jnp.float32),
+                                                (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
 
         if cache is None and not return_hidden:
             return logits

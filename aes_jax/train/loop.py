@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm import tqdm
@@ -69,17 +69,23 @@ def evaluate(task, eval_step, state: TrainState, frozen, config, mesh) -> dict[s
 
 def train(config, workdir: str | Path) -> dict[str, Any]:
     """Runs (or resumes) training; returns the last logged metrics."""
-    workdir = Path(workdir)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    rules = [tuple(tuple(a) if isinstance(a, list) else a for a in r) for r in config.sharding_rules]
+    # Models constrain activations by logical name; these contexts give the names meaning.
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return _train(config, Path(workdir), mesh, rules)
+
+
+def _train(config, workdir: Path, mesh, rules) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     task = tasks.build(config, workdir)
-    mesh = sharding.make_mesh(dict(config.mesh))
-    rules = [tuple(r) for r in config.sharding_rules]
     log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
              jax.process_count())
 
     optimizer, schedule = make_optimizer(dict(config.optimizer), config.total_steps)
-    trainable, frozen = task.init(jax.random.PRNGKey(config.seed))
-    trainable_axes, frozen_axes = task.logical_axes()
+    with nn.logical_axis_rules(()):  # init runs dummy shapes that the batch axes don't divide
+        trainable, frozen = task.init(jax.random.PRNGKey(config.seed))
+        trainable_axes, frozen_axes = task.logical_axes()
     trainable_sh = sharding.tree_shardings(trainable_axes, trainable, mesh, rules)
     frozen_sh = sharding.tree_shardings(frozen_axes, frozen, mesh, rules)
     trainable = jax.device_put(trainable, trainable_sh)

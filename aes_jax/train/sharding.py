@@ -33,6 +33,11 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("norm", None),
     ("layers", None),
     ("lora_rank", None),
+    # activations (see models/llama.py): batch-sharded, the rest left to XLA
+    ("activation_batch", BATCH_AXES),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_vocab", "tensor"),
 )
 
 
