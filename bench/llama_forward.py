@@ -330,6 +330,13 @@ def write_json(path: Path, payload: dict) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def random_ids(cfg: LlamaConfig, device: torch.device) -> tuple[jax.Array, torch.Tensor]:
+    """The same [batch, seq_len] token ids for both sides, from --seed."""
+    ids = np.random.default_rng(SEED.value).integers(
+        0, cfg.vocab_size, (BATCH.value, SEQ_LEN.value), dtype=np.int32)
+    return jnp.asarray(ids), torch.as_tensor(ids, dtype=torch.long, device=device)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -349,10 +356,7 @@ def main(argv: list[str]) -> None:
     for k, v in info.items():
         print(f"  {k}: {v}")
 
-    ids_np = np.random.default_rng(SEED.value).integers(
-        0, cfg.vocab_size, (BATCH.value, SEQ_LEN.value), dtype=np.int32)
-    jax_ids = jnp.asarray(ids_np)
-    torch_ids = torch.as_tensor(ids_np, dtype=torch.long, device=device)
+    jax_ids, torch_ids = random_ids(cfg, device)
 
     parity = check_parity(cfg, params, jax_ids, model, torch_ids, atol)
     jax_t = bench_jax(cfg, params, jax_ids, WARMUP.value, STEPS.value)

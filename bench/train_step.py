@@ -379,10 +379,7 @@ def main(argv: list[str]) -> None:
         for k, v in info.items():
             print(f"  {k}: {v}")
 
-        ids_np = np.random.default_rng(SEED.value).integers(
-            0, cfg.vocab_size, (BATCH.value, SEQ_LEN.value), dtype=np.int32)
-        jax_ids = jnp.asarray(ids_np)
-        torch_ids = torch.as_tensor(ids_np, dtype=torch.long, device=device)
+        jax_ids, torch_ids = lf.random_ids(cfg, device)
 
         rows = [bench_mode(mode, cfg, params, model_dir, device, jax_ids, torch_ids, atol,
                            fpt, peaks) for mode in modes]

@@ -104,3 +104,16 @@ def test_default_config_runs_on_packaged_smollm2(smollm2_dir, tmp_path):
     assert 0.5 < metrics[0]["loss"] < 8.0  # a pretrained LM, not a random one (ln 49152 = 10.8)
     state = read_state(tmp_path, 2)
     assert set(state["trainable"]) == {"lora"}
+
+
+def test_bfloat16_compute_keeps_float32_master_weights(tmp_path):
+    common = ["--config.total_steps=2", "--config.eval_every=0", "--config.lora.dropout=0.0"]
+    run_train(tmp_path / "f32", *common)
+    run_train(tmp_path / "bf16", *common, "--config.dtype=bfloat16")
+    f32, bf16 = read_metrics(tmp_path / "f32"), read_metrics(tmp_path / "bf16")
+    assert bf16[0]["loss"] != f32[0]["loss"]  # the compute really ran in bfloat16
+    np.testing.assert_allclose(bf16[0]["loss"], f32[0]["loss"], rtol=1e-2)
+    state = read_state(tmp_path / "bf16", 2)
+    assert state["trainable"]["lora"]["layers"]["self_attn"]["q_proj"]["a"].dtype == np.float32
+    opt_dtypes = {v.dtype for v in flat(state["opt_state"]).values() if v.dtype.kind == "f"}
+    assert opt_dtypes == {np.dtype(np.float32)}
