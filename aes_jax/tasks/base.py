@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterator, Mapping, Protocol
 
 import jax
+import numpy as np
 
 Batch = Mapping[str, Any]
 
@@ -22,9 +23,11 @@ class Task(Protocol):
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Pure: mean loss over the batch and extra scalar metrics."""
 
-    def eval_sums(self, trainable: Any, frozen: Any, batch: Batch) -> dict[str, jax.Array]:
-        """Pure: per-batch sums; the loop adds them over the eval set. Keys ending in
-        `_sum` are divided by the matching `_count` to report a mean."""
+    def eval_step(self, trainable: Any, frozen: Any, batch: Batch) -> dict[str, jax.Array]:
+        """Pure: whatever per-batch arrays `summarize` needs (sums, or per-row outputs)."""
+
+    def summarize(self, outputs: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        """Eval metrics from the outputs of every eval batch (the loop prefixes `eval_`)."""
 
     def train_iterator(self, global_batch_size: int, seed: int, process_index: int,
                        process_count: int) -> Iterator[Batch]:
@@ -42,3 +45,13 @@ class Task(Protocol):
 
     def export(self, trainable: Any, frozen: Any, out_dir: str) -> list:
         """Writes what was learned in torch-world formats; returns the paths written."""
+
+
+def mean_from_sums(outputs: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Adds `<name>_sum` and `<name>_count` over batches and reports `<name>` = sum / count."""
+    totals: dict[str, float] = {}
+    for out in outputs:
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    return {k[: -len("_sum")]: v / max(totals.get(k[: -len("_sum")] + "_count", 0.0), 1e-12)
+            for k, v in totals.items() if k.endswith("_sum")}

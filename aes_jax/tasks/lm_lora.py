@@ -17,6 +17,7 @@ from aes_jax.interop import assets, hf, peft
 from aes_jax.losses.lm import masked_cross_entropy, token_nll
 from aes_jax.models import lora as lora_lib
 from aes_jax.models.llama import Llama, LlamaConfig, init_lora, init_params, logical_axes
+from aes_jax.tasks.base import mean_from_sums
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,16 @@ class LMLoraTask:
         logits = self._logits(trainable, frozen, batch, rng)
         return masked_cross_entropy(logits, batch["targets"], batch["loss_mask"]), {}
 
-    def eval_sums(self, trainable, frozen, batch) -> dict[str, jax.Array]:
+    def eval_step(self, trainable, frozen, batch) -> dict[str, jax.Array]:
         logits = self._logits(trainable, frozen, batch)
         mask = batch["loss_mask"].astype(jnp.float32) * batch["weight"][:, None]
         return {"loss_sum": jnp.sum(token_nll(logits, batch["targets"]) * mask),
                 "loss_count": jnp.sum(mask)}
+
+    def summarize(self, outputs: list[dict]) -> dict[str, float]:
+        metrics = mean_from_sums(outputs)
+        metrics["perplexity"] = float(np.exp(min(metrics["loss"], 50.0)))
+        return metrics
 
     def tokens_in_batch(self, batch) -> int:
         return int(np.asarray(batch["loss_mask"]).sum())

@@ -14,7 +14,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 import optax
 from tqdm import tqdm
 
@@ -51,20 +50,12 @@ def _first_nonfinite(pending: list[tuple[int, dict]]) -> int | None:
 
 
 def evaluate(task, eval_step, state: TrainState, frozen, config, mesh) -> dict[str, float]:
+    """One pass over the task's eval batches; the task turns the outputs into metrics."""
     params = state.ema if state.ema is not None else state.trainable
-    totals: dict[str, float] = {}
-    for batch in task.eval_batches(config.eval_batch_size, jax.process_index(), jax.process_count()):
-        sums = jax.device_get(eval_step(params, frozen, sharding.global_batch(batch, mesh)))
-        for k, v in sums.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-    out = {}
-    for k, v in totals.items():
-        if k.endswith("_sum"):
-            name = k[: -len("_sum")]
-            out[f"eval_{name}"] = v / max(totals.get(f"{name}_count", 1.0), 1e-12)
-    if "eval_loss" in out:
-        out["eval_perplexity"] = float(np.exp(min(out["eval_loss"], 50.0)))
-    return out
+    outputs = [jax.device_get(eval_step(params, frozen, sharding.global_batch(batch, mesh)))
+               for batch in task.eval_batches(config.eval_batch_size, jax.process_index(),
+                                              jax.process_count())]
+    return {f"eval_{k}": v for k, v in task.summarize(outputs).items()}
 
 
 def train(config, workdir: str | Path) -> dict[str, Any]:
@@ -117,7 +108,7 @@ def _train(config, workdir: Path, mesh, rules) -> dict[str, Any]:
                               config.ema_decay)
     train_step = jax.jit(step_fn, in_shardings=(state_sh, frozen_sh, batch_sh),
                          out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
-    eval_step = jax.jit(task.eval_sums, out_shardings=sharding.replicated(mesh))
+    eval_step = jax.jit(task.eval_step, out_shardings=sharding.replicated(mesh))
 
     writer = MetricWriter(workdir, enabled=is_main)
     peak = peak_flops(jax.devices()[0], config.peak_flops_per_device)
