@@ -1,0 +1,150 @@
+"""ASAP / ASAP++ TSV files -> a tokenised dataset directory the TRM-AES training reads.
+
+    # the Kaggle release, stratified 60/20/20 split per prompt
+    python -m launch.build_dataset --input=training_set_rel3.tsv --output_dir=data/asap
+    # ASAP++ train/dev/test files keep their split; a directory means every *.tsv below it
+    python -m launch.build_dataset --input=asap_traits/ --prompt_set=1,2 --output_dir=data/pp
+    # token-length report (table + token_lengths.png) instead of a dataset
+    python -m launch.build_dataset --input=training_set_rel3.tsv --output_dir=reports \
+        --analyze_lengths
+    # the synthetic demo corpus (no download needed)
+    python -m launch.build_dataset --demo --output_dir=data/demo
+
+Writes ``{train,dev,test}.array_record`` and ``manifest.json`` (see aes_jax/data/asap.py);
+read them with ``aes_jax.data.asap.AsapDataSource(output_dir, split)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+INPUT = flags.DEFINE_string("input", None, "ASAP TSV file(s), comma-separated; a directory "
+                            "stands for every *.tsv below it. Official training_set_rel3.tsv "
+                            "or the ASAP++ traits layout, detected from the header.")
+DEMO = flags.DEFINE_bool("demo", False, "Use the synthetic demo corpus (written into "
+                         "OUTPUT_DIR/source/) instead of --input.")
+PROMPT_SET = flags.DEFINE_string("prompt_set", "all", "'all' or comma-separated prompts, "
+                                 "e.g. 1,2,7.")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write.",
+                                 required=True)
+MAX_TOKENS = flags.DEFINE_integer("max_tokens", 512, "Longest sequence, special tokens and "
+                                  "prompt text included.")
+OVERLENGTH = flags.DEFINE_enum("overlength", "truncate", ["truncate", "drop"],
+                               "What to do with essays over --max_tokens (counts reported).")
+LIMIT_TRAIN = flags.DEFINE_integer("limit_train_essays", None, "Keep a seeded random subset "
+                                   "of this many train essays (quick runs).")
+ANALYZE = flags.DEFINE_bool("analyze_lengths", False, "Print a per-prompt token-length report "
+                            "and save token_lengths.png in --output_dir; writes no dataset.")
+SPLIT = flags.DEFINE_string("split", None, "train,dev,test fractions, stratified by score "
+                            "per prompt. Default: the split of ASAP++ train/dev/test.tsv "
+                            "inputs, else 0.6,0.2,0.2.")
+SEED = flags.DEFINE_integer("seed", 0, "Seed of the stratified split and the train limit.")
+SPLIT_FILE = flags.DEFINE_string("split_file", None, "CSV of essay_id,split (train/dev/test); "
+                                 "essays not listed are skipped and counted.")
+TOKENIZER_DIR = flags.DEFINE_string("tokenizer_dir", None, "Local HF dir of a BERT uncased "
+                                    "WordPiece tokenizer; default the packaged MiniLM.")
+PROMPT_TEXTS = flags.DEFINE_string("prompt_texts", None, "JSON file {prompt: text}; given "
+                                   "prompts are encoded as [CLS] prompt [SEP] essay [SEP].")
+STRICT = flags.DEFINE_bool("strict", False, "Stop at the first bad row (naming file and line) "
+                           "instead of skipping and counting it.")
+ENCODING = flags.DEFINE_string("encoding", "utf-8", "Text encoding of the inputs; undecodable "
+                               "bytes become U+FFFD and are counted.")
+OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
+
+
+def _prompt_texts(path: str | None, demo: bool) -> dict[int, str] | None:
+    if path:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            return {int(k): str(v) for k, v in raw.items()}
+        except (AttributeError, ValueError):
+            raise ValueError(f"{path}: expected a JSON object {{prompt number: text}}") from None
+    if demo:
+        from aes_jax.data import asap_demo
+        return dict(asap_demo.PROMPT_TEXTS)
+    return None
+
+
+def _inputs() -> str:
+    if DEMO.value == bool(INPUT.value):
+        raise app.UsageError("give exactly one of --input and --demo")
+    if DEMO.value:
+        from aes_jax.data import asap_demo
+        return str(asap_demo.write_demo_tsv(Path(OUTPUT_DIR.value) / "source" /
+                                            "training_set_rel3.tsv"))
+    return INPUT.value
+
+
+def _summary(manifest: dict) -> str:
+    lines = [f"wrote {OUTPUT_DIR.value}: " + ", ".join(
+        f"{s} {n}" for s, n in manifest["splits"].items()) + f" ({manifest['split']['rule']})"]
+    for split, per_prompt in manifest["counts"].items():
+        lines.append(f"  {split:>5}: " + ", ".join(f"prompt {p} {n}"
+                                                    for p, n in per_prompt.items()))
+    skipped = manifest["skipped"]
+    lines.append("  skipped rows: " + (", ".join(f"{r} {n}" for r, n in skipped.items())
+                                       if skipped else "none"))
+    for example in manifest["skip_examples"][:10]:
+        lines.append(f"    {example}")
+    for note, n in manifest["notes"].items():
+        lines.append(f"  note: {note}: {n}")
+    if manifest["replacement_chars"]:
+        lines.append(f"  undecodable bytes replaced by U+FFFD: {manifest['replacement_chars']}")
+    over = manifest["overlength"]
+    total_over = sum(n for d in over["over_limit"].values() for n in d.values())
+    done = {"truncate": "truncated", "drop": "dropped"}[over["policy"]]
+    lines.append(f"  over max_tokens={manifest['max_tokens']}: {total_over} ({done})"
+                 + (f" {over['over_limit']}" if total_over else ""))
+    if manifest["split"].get("train_essays_removed_by_limit"):
+        lines.append(f"  --limit_train_essays removed "
+                     f"{manifest['split']['train_essays_removed_by_limit']} train essays")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from aes_jax.data import asap
+
+    try:
+        run(asap)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        # Bad input or options: the message names the file/line or flag; a traceback
+        # would only bury it. (AsapFormatError is a ValueError.)
+        print(f"build_dataset: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(asap) -> None:
+    """Build the dataset (or the length report) from the flags; prints a summary."""
+    opts = asap.BuildOptions(
+        inputs=_inputs(),
+        output_dir=OUTPUT_DIR.value,
+        prompts=asap.parse_prompt_set(PROMPT_SET.value),
+        max_tokens=MAX_TOKENS.value,
+        overlength=OVERLENGTH.value,
+        limit_train_essays=LIMIT_TRAIN.value,
+        split=asap.parse_split_fractions(SPLIT.value) if SPLIT.value else None,
+        split_file=SPLIT_FILE.value,
+        seed=SEED.value,
+        tokenizer_dir=TOKENIZER_DIR.value,
+        prompt_texts=_prompt_texts(PROMPT_TEXTS.value, DEMO.value),
+        strict=STRICT.value,
+        encoding=ENCODING.value,
+        overwrite=OVERWRITE.value,
+    )
+    if ANALYZE.value:
+        report = asap.analyze_lengths(opts)
+        print(asap.format_length_report(report))
+        print(f"histogram: {report['png']}")
+        return
+    print(_summary(asap.build_dataset(opts)))
+
+
+if __name__ == "__main__":
+    app.run(main)
