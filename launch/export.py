@@ -6,11 +6,8 @@
     python -m launch.export --run=WORKDIR [--step=N] [--ema] --out=OUT_DIR
 """
 
-import json
 from pathlib import Path
 
-import jax
-import ml_collections
 from absl import app, flags
 
 CKPT = flags.DEFINE_string("ckpt", None, "Checkpoint directory written by launch.convert.")
@@ -30,17 +27,10 @@ def export_converted(ckpt: str, out: str) -> list[Path]:
 
 
 def export_run(run: str, out: str, step: int | None, use_ema: bool) -> list[Path]:
-    from aes_jax import tasks
-    from aes_jax.train.checkpoint import read_state_numpy
+    from aes_jax.eval.run_eval import load_run, restore_params
 
-    config = ml_collections.ConfigDict(json.loads((Path(run) / "config.json").read_text()))
-    task = tasks.build(config, run)
-    step, state = read_state_numpy(run, step)
-    if use_ema and state.get("ema") is None:
-        raise ValueError(f"{run}: checkpoint {step} has no EMA (config.ema_decay was 0)")
-    trainable = state["ema"] if use_ema else state["trainable"]
-    # The frozen part (e.g. the LoRA base) is rebuilt exactly as the run built it.
-    _, frozen = task.init(jax.random.PRNGKey(config.seed))
+    config, task = load_run(run)
+    step, trainable, frozen = restore_params(run, config, task, step, use_ema)
     print(f"exporting {run} step {step}")
     return task.export(trainable, frozen, out)
 

@@ -43,8 +43,10 @@ def main(argv):
         (workdir / "config.json").write_text(CONFIG.value.to_json_best_effort(indent=2) + "\n")
     last = loop.train(CONFIG.value, workdir)
     if jax.process_index() == 0:
-        print(f"finished step {last.get('step')}: loss {last.get('loss', float('nan')):.4f}"
-              + (f", eval_loss {last['eval_loss']:.4f}" if "eval_loss" in last else ""))
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
+                            if k == "loss" or k.startswith("eval_"))
+        print(f"finished step {last.get('step')}: {summary}")
+        print(f"run directory: {workdir}")
 
 
 if __name__ == "__main__":

@@ -12,4 +12,8 @@ def build(config: Any, workdir: str):
         from aes_jax.tasks.lm_lora import LMLoraTask
 
         return LMLoraTask(config, workdir)
-    raise ValueError(f"config.task={name!r}: unknown task (known: lm_lora)")
+    if name == "trm_aes":
+        from aes_jax.tasks.trm_aes import TRMAesTask
+
+        return TRMAesTask(config, workdir)
+    raise ValueError(f"config.task={name!r}: unknown task (known: lm_lora, trm_aes)")

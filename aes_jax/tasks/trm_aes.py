@@ -1,0 +1,183 @@
+"""TRM-AES: the Tiny Recursive Model trained as a per-prompt-normalised score regressor.
+
+Deep supervision: every batch is unrolled for n_sup supervision steps with the carry
+detached between them; each step's MSE (and, with halting, the BCE of the Q-head against
+"already within half a score point") is averaged into one loss, so one optimiser update
+sees all n_sup steps. Rows whose Q-head says halt stop being supervised. This is the
+batch-synchronous form of the paper's scheme, which instead updates after every
+supervision step and refills halted rows with new essays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from aes_jax.data import asap, pipeline
+from aes_jax.data.asap_demo import write_demo_tsv
+from aes_jax.eval import metrics
+from aes_jax.interop import assets
+from aes_jax.losses.regression import halting_bce, weighted_mse
+from aes_jax.models.trm import TRM, TRMConfig, init_params, predict
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_TENSOR = "embeddings.word_embeddings.weight"
+
+
+def build_demo_dataset(out_dir: Path, max_tokens: int) -> Path:
+    """The synthetic demo corpus (official ASAP TSV layout) built into `out_dir`."""
+    if (out_dir / "manifest.json").is_file():
+        return out_dir
+    tsv = write_demo_tsv(out_dir.parent / "demo_training_set.tsv")
+    asap.build_dataset(asap.BuildOptions(inputs=[tsv], output_dir=out_dir, max_tokens=max_tokens))
+    return out_dir
+
+
+def read_embedding_table(model_dir: Path) -> np.ndarray:
+    """The word-embedding matrix [vocab, width] of a BERT-style HF dir (safetensors)."""
+    path = model_dir / "model.safetensors"
+    with safe_open(path, framework="numpy") as f:
+        names = [n for n in f.keys() if n.endswith(EMBEDDING_TENSOR)]
+        if not names:
+            raise KeyError(f"{path}: no tensor named *{EMBEDDING_TENSOR}")
+        return f.get_tensor(names[0]).astype(np.float32)
+
+
+class TRMAesTask:
+    def __init__(self, config, workdir: str | Path):
+        self.config = config
+        d = config.data
+        dataset_dir = (Path(d.dataset_dir) if d.dataset_dir
+                       else build_demo_dataset(Path(workdir) / "data", d.max_tokens))
+        self.manifest = asap.load_manifest(dataset_dir)
+        self.seq_len = int(self.manifest["max_tokens"])
+        self.pad_id = int(self.manifest["tokenizer"]["pad_id"])
+        self.ranges = {int(p): tuple(r) for p, r in self.manifest["score_ranges"].items()}
+        embeddings_dir = Path(d.embeddings_dir) if d.embeddings_dir else assets.minilm_dir()
+        self.embeddings = read_embedding_table(embeddings_dir)
+        vocab = int(self.manifest["tokenizer"]["vocab_size"])
+        if self.embeddings.shape[0] != vocab:
+            raise ValueError(f"{embeddings_dir}: {self.embeddings.shape[0]} embedding rows but the "
+                             f"dataset's tokenizer has {vocab} tokens; use the same BERT dir for both")
+        self.model_cfg = TRMConfig(vocab_size=vocab, embed_dim=self.embeddings.shape[1],
+                                   max_len=self.seq_len, num_outputs=1, dtype=config.dtype,
+                                   **dict(config.model))
+        self.model = TRM(self.model_cfg)
+        self.train_source = asap.AsapDataSource(dataset_dir, "train")
+        self.eval_source = asap.AsapDataSource(dataset_dir, d.eval_split)
+        log.info("TRM-AES on %s: %d train / %d %s essays, prompts %s, %d tokens", dataset_dir,
+                 len(self.train_source), len(self.eval_source), d.eval_split,
+                 sorted(self.ranges), self.seq_len)
+
+    # ------------------------------------------------------------------ data
+    def _example(self, record: dict) -> dict:
+        ids, mask = pipeline.pad_to_bucket(record["input_ids"], (self.seq_len,), self.pad_id)
+        lo, hi = self.ranges[int(record["prompt"])]
+        return {"input_ids": ids, "attention_mask": mask,
+                "target": np.asarray([record["target"]], np.float32),
+                "half_point": np.float32(0.5 / max(hi - lo, 1)),
+                "prompt": np.int32(record["prompt"]), "score": np.int32(record["score"]),
+                "essay_id": np.int32(record["essay_id"])}
+
+    def train_iterator(self, global_batch_size: int, seed: int, process_index: int,
+                       process_count: int):
+        return pipeline.train_iterator(self.train_source, global_batch_size=global_batch_size,
+                                       seed=seed, process_index=process_index,
+                                       process_count=process_count, map_fn=self._example)
+
+    def eval_batches(self, batch_size: int, process_index: int, process_count: int) -> Iterator:
+        return pipeline.eval_batches(self.eval_source, batch_size=batch_size,
+                                     process_index=process_index, process_count=process_count,
+                                     map_fn=self._example)
+
+    # ------------------------------------------------------------------ model
+    def init(self, rng: jax.Array) -> tuple[dict, dict]:
+        return {"params": init_params(self.model_cfg, rng, pretrained_embeddings=self.embeddings)}, {}
+
+    def logical_axes(self) -> tuple[dict, dict]:
+        # A small model: replicate it; the batch is still split over data (and fsdp).
+        shapes = jax.eval_shape(lambda: init_params(self.model_cfg, jax.random.PRNGKey(0)))
+        return {"params": jax.tree.map(lambda _: P(), shapes)}, {}
+
+    def loss(self, trainable, frozen, batch, rng):
+        params = trainable["params"]
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        carry = self.model.apply({"params": params}, ids, method=TRM.initial_carry)
+        active = jnp.ones(ids.shape[0], jnp.float32)
+        total, mse_last = 0.0, 0.0
+        for s in range(self.model_cfg.n_sup):
+            out = self.model.apply({"params": params}, carry, ids, mask, deterministic=False,
+                                   rngs={"dropout": jax.random.fold_in(rng, s)})
+            mse_last = weighted_mse(out.scores, batch["target"], active)
+            step_loss = mse_last
+            if self.config.use_halting:
+                error = jnp.abs(out.scores[:, 0] - batch["target"][:, 0])
+                correct = jax.lax.stop_gradient(error < batch["half_point"])
+                step_loss = step_loss + halting_bce(out.halt_logit, correct, active)
+                active = active * jax.lax.stop_gradient((out.halt_logit <= 0).astype(jnp.float32))
+            total = total + step_loss
+            carry = out.carry
+        return total / self.model_cfg.n_sup, {"mse_last_step": mse_last}
+
+    def eval_step(self, trainable, frozen, batch) -> dict:
+        scores, steps = predict(self.model, trainable["params"], batch["input_ids"],
+                                batch["attention_mask"], use_halting=self.config.eval_halting)
+        return {"pred": scores[:, 0], "steps": steps, "prompt": batch["prompt"],
+                "score": batch["score"], "essay_id": batch["essay_id"], "weight": batch["weight"]}
+
+    def predictions(self, outputs: list[dict]) -> dict[str, np.ndarray]:
+        """Eval outputs -> real rows: essay_id, prompt, gold, predicted raw / rounded."""
+        rows = {k: np.concatenate([np.asarray(o[k]) for o in outputs]) for k in outputs[0]}
+        keep = rows["weight"] > 0
+        rows = {k: v[keep] for k, v in rows.items()}
+        raw = asap.denormalize(rows["pred"], rows["prompt"], round_=False)
+        return {"essay_id": rows["essay_id"], "prompt": rows["prompt"], "gold": rows["score"],
+                "pred_raw": np.asarray(raw, np.float64),
+                "pred": np.asarray(asap.denormalize(rows["pred"], rows["prompt"]), np.int64),
+                "steps": rows["steps"]}
+
+    def summarize(self, outputs: list[dict]) -> dict[str, float]:
+        rows = self.predictions(outputs)
+        report = metrics.per_prompt_report(rows["prompt"], rows["gold"], rows["pred_raw"],
+                                           self.ranges)
+        out = {"mean_qwk": report["mean_qwk"], "fisher_z_qwk": report["fisher_z_qwk"],
+               "mean_steps": float(np.mean(rows["steps"]))}
+        for p, r in report["per_prompt"].items():
+            out[f"qwk_p{p}"] = r["qwk"]
+            out[f"rmse_p{p}"] = r["rmse"]
+        return out
+
+    def tokens_in_batch(self, batch) -> int:
+        return int(np.asarray(batch["attention_mask"]).sum())
+
+    def flops_per_token(self) -> float:
+        """Matmul FLOPs per real token: f runs h*(l+1) times per supervision step forward,
+        and backward (2x forward) only through the last H-cycle's l+1 runs."""
+        c = self.model_cfg
+        per_f = c.num_layers * (4 * c.hidden_size ** 2 + 3 * c.hidden_size * c.intermediate_size)
+        runs_fwd, runs_bwd = c.h_cycles * (c.l_cycles + 1), c.l_cycles + 1
+        return float(c.n_sup * (2 * per_f * runs_fwd + 4 * per_f * runs_bwd))
+
+    # ------------------------------------------------------------------ export
+    def export(self, trainable: dict, frozen: dict, out_dir: str | Path) -> list[Path]:
+        """model.safetensors (flattened param names) + trm_config.json; the torch reference
+        (aes_jax.interop.torch_ref.trm) loads them."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        flat = {"/".join(str(k.key) for k in path): np.asarray(v)
+                for path, v in jax.tree_util.tree_flatten_with_path(trainable["params"])[0]}
+        save_file(flat, out / "model.safetensors", metadata={"format": "aes_jax.trm"})
+        (out / "trm_config.json").write_text(json.dumps(
+            {"model": self.model_cfg.__dict__, "score_ranges": self.ranges,
+             "tokenizer": self.manifest["tokenizer"]}, indent=2) + "\n")
+        return [out]
