@@ -73,11 +73,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", step: int | None = No
 
 
 def write_predictions_csv(rows: dict[str, np.ndarray], path: Path) -> Path:
+    """essay_id, prompt, [gold,] predicted_raw, predicted; gold only when `rows` has it."""
+    has_gold = "gold" in rows
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["essay_id", "prompt", "gold", "predicted_raw", "predicted"])
+        writer.writerow(["essay_id", "prompt"] + (["gold"] if has_gold else [])
+                        + ["predicted_raw", "predicted"])
         for i in range(len(rows["essay_id"])):
-            writer.writerow([int(rows["essay_id"][i]), int(rows["prompt"][i]),
-                             int(rows["gold"][i]), f"{float(rows['pred_raw'][i]):.4f}",
-                             int(rows["pred"][i])])
+            gold = [int(rows["gold"][i])] if has_gold else []
+            writer.writerow([int(rows["essay_id"][i]), int(rows["prompt"][i])] + gold
+                            + [f"{float(rows['pred_raw'][i]):.4f}", int(rows["pred"][i])])
     return path

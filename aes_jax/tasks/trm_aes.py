@@ -157,6 +157,25 @@ class TRMAesTask:
             out[f"rmse_p{p}"] = r["rmse"]
         return out
 
+    def encode_essays(self, essays: list[tuple[int, int, str]]) -> list[dict]:
+        """(essay_id, prompt, text) -> records like the dataset's, for scoring new essays;
+        tokenised, prompt-prefixed and truncated exactly as launch.build_dataset does."""
+        tok = asap.load_tokenizer(self.manifest["tokenizer"]["dir"])
+        prompt_texts = {int(k): v for k, v in self.manifest.get("prompt_texts", {}).items()}
+        prompt_ids = {p: tok.encode_many([t])[0] for p, t in prompt_texts.items()}
+        pieces = tok.encode_many([text for _, _, text in essays])
+        records = []
+        for (essay_id, prompt, _), ids in zip(essays, pieces):
+            if prompt not in self.ranges:
+                raise ValueError(f"essay {essay_id}: prompt {prompt} was not trained "
+                                 f"(this model knows prompts {sorted(self.ranges)})")
+            full, _ = asap.assemble_ids(ids, tok.cls_id, tok.sep_id, prompt_ids.get(prompt),
+                                        self.seq_len)
+            lo = self.ranges[prompt][0]
+            records.append({"input_ids": np.asarray(full, np.int32), "prompt": prompt,
+                            "target": 0.0, "score": lo, "essay_id": essay_id})
+        return records
+
     def tokens_in_batch(self, batch) -> int:
         return int(np.asarray(batch["attention_mask"]).sum())
 
