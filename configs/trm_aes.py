@@ -44,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         **_MODELS[variant], num_layers=2, rms_norm_eps=1e-5, rope_theta=10000.0,
         dropout=0.1 if variant == "paper" else 0.0))
+    c.train_traits = True  # also regress the dataset's ASAP++ traits (outputs 1..T)
     c.use_halting = True  # train the Q-head; at evaluation halt where it says so
     c.eval_halting = True  # False: always run n_sup steps at evaluation
 

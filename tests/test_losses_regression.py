@@ -29,3 +29,13 @@ def test_halting_bce_matches_torch_and_its_gradient(rng):
     expected.backward()
     np.testing.assert_allclose(float(value), expected.item(), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(grad), t.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_weighted_mse_mask_skips_missing_outputs(rng):
+    pred, target = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    mask = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]], bool)
+    weight = np.ones(4, np.float32)
+    ours = weighted_mse(jnp.asarray(pred), jnp.asarray(target), jnp.asarray(weight),
+                        jnp.asarray(mask))
+    per_row = [np.mean((pred[i][mask[i]] - target[i][mask[i]]) ** 2) for i in range(4)]
+    np.testing.assert_allclose(float(ours), np.mean(per_row), rtol=1e-6)

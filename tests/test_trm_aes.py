@@ -109,3 +109,22 @@ def test_exported_model_runs_in_torch_reference(trained, tmp_path):
         _, torch_scores, _ = model(model.initial_carry(torch.as_tensor(ids)),
                                    torch.as_tensor(ids), torch.as_tensor(mask))
     np.testing.assert_allclose(np.asarray(jax_scores), torch_scores.numpy(), atol=1e-5)
+
+
+def test_traits_are_trained_and_reported(tmp_path):
+    from aes_jax.data import asap
+    from tests.test_asap import write_traits_splits
+
+    write_traits_splits(tmp_path / "in")
+    asap.build_dataset(asap.BuildOptions(inputs=[str(tmp_path / "in")],
+                                         output_dir=tmp_path / "ds", max_tokens=32))
+    run = tmp_path / "run"
+    run_train(run, "--config.total_steps=4", "--config.eval_every=4",
+              "--config.global_batch_size=4", "--config.eval_batch_size=4",
+              f"--config.data.dataset_dir={tmp_path / 'ds'}", config="configs/trm_aes.py:demo")
+    final = read_metrics(run)[-1]
+    for key in ("eval_qwk_p3", "eval_trait_mean_qwk", "eval_qwk_content", "eval_qwk_narrativity"):
+        assert key in final, sorted(final)
+    cli("launch.evaluate", f"--run={run}", "--split=test")
+    state_out = json.loads((run / "eval" / "metrics_test.json").read_text())
+    assert "qwk_prompt_adherence" in state_out

@@ -9,9 +9,12 @@ import optax
 Array = jax.Array
 
 
-def weighted_mse(pred: Array, target: Array, weight: Array) -> Array:
-    """Mean squared error over rows with weight > 0. pred, target [B, K]; weight [B]."""
-    per_row = jnp.mean((pred.astype(jnp.float32) - target.astype(jnp.float32)) ** 2, axis=-1)
+def weighted_mse(pred: Array, target: Array, weight: Array, mask: Array | None = None) -> Array:
+    """Mean squared error over rows with weight > 0. pred, target [B, K]; weight [B];
+    `mask` [B, K] leaves out outputs a row has no gold for (e.g. traits its prompt lacks)."""
+    sq = (pred.astype(jnp.float32) - target.astype(jnp.float32)) ** 2
+    mask = jnp.ones_like(sq) if mask is None else mask.astype(jnp.float32)
+    per_row = jnp.sum(sq * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1e-12)
     return jnp.sum(per_row * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
 
 

@@ -69,9 +69,11 @@ class TRMAesTask:
         if self.embeddings.shape[0] != vocab:
             raise ValueError(f"{embeddings_dir}: {self.embeddings.shape[0]} embedding rows but the "
                              f"dataset's tokenizer has {vocab} tokens; use the same BERT dir for both")
+        # Output 0 is the holistic score; then one per ASAP++ trait in the dataset.
+        self.traits = list(self.manifest["trait_names"]) if config.get("train_traits", True) else []
         self.model_cfg = TRMConfig(vocab_size=vocab, embed_dim=self.embeddings.shape[1],
-                                   max_len=self.seq_len, num_outputs=1, dtype=config.dtype,
-                                   **dict(config.model))
+                                   max_len=self.seq_len, num_outputs=1 + len(self.traits),
+                                   dtype=config.dtype, **dict(config.model))
         self.model = TRM(self.model_cfg)
         self.train_source = asap.AsapDataSource(dataset_dir, "train")
         self.eval_source = asap.AsapDataSource(dataset_dir, d.eval_split)
@@ -83,8 +85,12 @@ class TRMAesTask:
     def _example(self, record: dict) -> dict:
         ids, mask = pipeline.pad_to_bucket(record["input_ids"], (self.seq_len,), self.pad_id)
         lo, hi = self.ranges[int(record["prompt"])]
+        n = len(self.traits)
         return {"input_ids": ids, "attention_mask": mask,
-                "target": np.asarray([record["target"]], np.float32),
+                "target": np.concatenate([[record["target"]], record["trait_targets"][:n]]
+                                         ).astype(np.float32),
+                "target_mask": np.concatenate([[True], record["trait_mask"][:n]]),
+                "trait_scores": record["trait_scores"][:n].astype(np.int32),
                 "half_point": np.float32(0.5 / max(hi - lo, 1)),
                 "prompt": np.int32(record["prompt"]), "score": np.int32(record["score"]),
                 "essay_id": np.int32(record["essay_id"])}
@@ -118,7 +124,7 @@ class TRMAesTask:
         for s in range(self.model_cfg.n_sup):
             out = self.model.apply({"params": params}, carry, ids, mask, deterministic=False,
                                    rngs={"dropout": jax.random.fold_in(rng, s)})
-            mse_last = weighted_mse(out.scores, batch["target"], active)
+            mse_last = weighted_mse(out.scores, batch["target"], active, batch["target_mask"])
             step_loss = mse_last
             if self.config.use_halting:
                 error = jnp.abs(out.scores[:, 0] - batch["target"][:, 0])
@@ -132,19 +138,31 @@ class TRMAesTask:
     def eval_step(self, trainable, frozen, batch) -> dict:
         scores, steps = predict(self.model, trainable["params"], batch["input_ids"],
                                 batch["attention_mask"], use_halting=self.config.eval_halting)
-        return {"pred": scores[:, 0], "steps": steps, "prompt": batch["prompt"],
-                "score": batch["score"], "essay_id": batch["essay_id"], "weight": batch["weight"]}
+        return {"pred": scores, "steps": steps, "prompt": batch["prompt"],
+                "score": batch["score"], "essay_id": batch["essay_id"], "weight": batch["weight"],
+                "trait_scores": batch["trait_scores"], "trait_mask": batch["target_mask"][:, 1:]}
 
     def predictions(self, outputs: list[dict]) -> dict[str, np.ndarray]:
-        """Eval outputs -> real rows: essay_id, prompt, gold, predicted raw / rounded."""
+        """Eval outputs -> real rows: essay_id, prompt, gold, predicted raw / rounded, and
+        per trait `gold_<trait>` / `pred_raw_<trait>` (NaN where the prompt lacks it)."""
         rows = {k: np.concatenate([np.asarray(o[k]) for o in outputs]) for k in outputs[0]}
         keep = rows["weight"] > 0
         rows = {k: v[keep] for k, v in rows.items()}
-        raw = asap.denormalize(rows["pred"], rows["prompt"], round_=False)
-        return {"essay_id": rows["essay_id"], "prompt": rows["prompt"], "gold": rows["score"],
-                "pred_raw": np.asarray(raw, np.float64),
-                "pred": np.asarray(asap.denormalize(rows["pred"], rows["prompt"]), np.int64),
-                "steps": rows["steps"]}
+        holistic = rows["pred"][:, 0]
+        out = {"essay_id": rows["essay_id"], "prompt": rows["prompt"], "gold": rows["score"],
+               "pred_raw": np.asarray(asap.denormalize(holistic, rows["prompt"], round_=False),
+                                      np.float64),
+               "pred": np.asarray(asap.denormalize(holistic, rows["prompt"]), np.int64),
+               "steps": rows["steps"]}
+        for k, trait in enumerate(self.traits):
+            has = rows["trait_mask"][:, k].astype(bool)
+            gold = np.where(has, rows["trait_scores"][:, k], np.nan)
+            raw = np.full(len(has), np.nan)
+            for p in np.unique(rows["prompt"][has]):
+                sel = has & (rows["prompt"] == p)
+                raw[sel] = asap.denormalize(rows["pred"][sel, 1 + k], int(p), trait, round_=False)
+            out[f"gold_{trait}"], out[f"pred_raw_{trait}"] = gold, raw
+        return out
 
     def summarize(self, outputs: list[dict]) -> dict[str, float]:
         rows = self.predictions(outputs)
@@ -155,6 +173,15 @@ class TRMAesTask:
         for p, r in report["per_prompt"].items():
             out[f"qwk_p{p}"] = r["qwk"]
             out[f"rmse_p{p}"] = r["rmse"]
+        if self.traits:
+            trues = {t: rows[f"gold_{t}"] for t in self.traits}
+            preds = {t: np.nan_to_num(rows[f"pred_raw_{t}"]) for t in self.traits}
+            ranges = {(int(p), t): asap.score_range(int(p), t) for t in self.traits
+                      for p in np.unique(rows["prompt"][~np.isnan(rows[f"gold_{t}"])])}
+            traits = metrics.per_trait_report(rows["prompt"], trues, preds, ranges)
+            out["trait_mean_qwk"] = traits["mean_qwk"]
+            for t, rep in traits["per_trait"].items():
+                out[f"qwk_{t.lower().replace(' ', '_')}"] = rep["mean_qwk"]
         return out
 
     def encode_essays(self, essays: list[tuple[int, int, str]]) -> list[dict]:
@@ -172,8 +199,12 @@ class TRMAesTask:
             full, _ = asap.assemble_ids(ids, tok.cls_id, tok.sep_id, prompt_ids.get(prompt),
                                         self.seq_len)
             lo = self.ranges[prompt][0]
+            n = len(self.traits)
             records.append({"input_ids": np.asarray(full, np.int32), "prompt": prompt,
-                            "target": 0.0, "score": lo, "essay_id": essay_id})
+                            "target": 0.0, "score": lo, "essay_id": essay_id,
+                            "trait_targets": np.zeros(n, np.float32),
+                            "trait_mask": np.zeros(n, bool),
+                            "trait_scores": np.full(n, -1, np.int32)})
         return records
 
     def tokens_in_batch(self, batch) -> int:
