@@ -37,6 +37,7 @@ RMSE per prompt and method). This is a benchmark, not a test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -99,7 +100,6 @@ def ensure_dataset(files: list[Path], prompts: list[int], max_tokens: int,
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file():
         m = json.loads(manifest_path.read_text())
-        import hashlib
         same = (m.get("prompts") == prompts and m.get("max_tokens") == max_tokens
                 and sorted((s["path"], s["sha256"]) for s in m.get("sources", []))
                 == sorted((str(f), hashlib.sha256(f.read_bytes()).hexdigest()) for f in files))
@@ -107,8 +107,9 @@ def ensure_dataset(files: list[Path], prompts: list[int], max_tokens: int,
             log(f"dataset: reusing {out_dir}")
             return m
     log(f"dataset: building {out_dir} from {len(files)} files (max_tokens={max_tokens})")
-    m = asap.build_dataset(asap.BuildOptions(inputs=files, output_dir=out_dir, prompts=tuple(prompts),
-                                             max_tokens=max_tokens, overwrite=True))
+    m = asap.build_dataset(asap.BuildOptions(inputs=files, output_dir=out_dir,
+                                             prompts=tuple(prompts), max_tokens=max_tokens,
+                                             overwrite=True))
     over = m["overlength"]["over_limit"]
     log(f"dataset: splits {m['splits']}; truncated to {max_tokens} tokens: {over or 'none'}; "
         f"skipped rows: {m['skipped'] or 'none'}")
@@ -276,6 +277,9 @@ def trm_config(dataset_dir: Path, max_tokens: int):
     return config, overrides
 
 
+EVAL_KEYS = ("eval_mean_qwk", "eval_trait_mean_qwk", "eval_mean_steps")
+
+
 class MetricsTail(threading.Thread):
     """Prints each new metrics.jsonl record as a progress line while the loop trains."""
 
@@ -296,8 +300,7 @@ class MetricsTail(threading.Thread):
                 return
             self.seen += 1
             took = time.perf_counter() - self.t0
-            extra = "".join(f", {k[5:]} {r[k]:.4f}" for k in ("eval_mean_qwk", "eval_mean_steps")
-                            if k in r)
+            extra = "".join(f", {k[5:]} {r[k]:.4f}" for k in EVAL_KEYS if k in r)
             log(f"train step {r['step']}/{self.total} ({took:.0f}s in loop, "
                 f"{took / max(r['step'], 1):.2f}s/step): loss {r['loss']:.4f}, "
                 f"grad_norm {r['grad_norm']:.3f}, lr {r['learning_rate']:.2e}{extra}")
@@ -314,9 +317,13 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 def trm_row(result: dict[str, Any], prompts: list[int]) -> dict[str, Any]:
     per = {p: {"qwk": result[f"qwk_p{p}"], "rmse": result[f"rmse_p{p}"]} for p in prompts}
+    # With config.train_traits the task also reports ASAP++ trait QWKs (JSON only; the
+    # baselines and the table are about the holistic score).
+    traits = {k: v for k, v in result.items() if k.startswith("qwk_") and k[4:5] != "p"}
+    traits.update({k: v for k, v in result.items() if k == "trait_mean_qwk"})
     return {"per_prompt": per, "mean_qwk": result["mean_qwk"],
             "mean_rmse": float(np.mean([per[p]["rmse"] for p in prompts])),
-            "mean_steps": result["mean_steps"], "step": result["step"]}
+            "mean_steps": result["mean_steps"], "step": result["step"], "traits": traits}
 
 
 def run_trm(dataset_dir: Path, run_dir: Path, prompts: list[int]) -> dict[str, Any]:
@@ -405,6 +412,8 @@ def table(prompts: list[int], baselines: dict, trm: dict | None,
                                  f"{trm['best_step']})"),
                                 ("trm_last", trm["test_last"], f"TRM (last, step "
                                  f"{trm['checkpoints'][-1]}; reference)")):
+            if key == "trm_last" and trm["best_step"] == trm["checkpoints"][-1]:
+                continue  # the same checkpoint as the row above
             rows.append({"method": label, "key": key,
                          "qwk": {p: res["per_prompt"][p]["qwk"] for p in prompts},
                          "rmse": {p: res["per_prompt"][p]["rmse"] for p in prompts},
@@ -454,12 +463,13 @@ def bar_chart(rows: list[dict[str, Any]], prompts: list[int], title: str, path: 
                 ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v), ha="center",
                             va="bottom", fontsize=6)
         ax.set_xticks(x, groups)
-        ax.set_title(f"test {'QWK (higher is better)' if metric == 'qwk' else 'RMSE (lower is better)'}",
-                     fontsize=9)
+        what = "QWK (higher is better)" if metric == "qwk" else "RMSE (lower is better)"
+        ax.set_title(f"test {what}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=6, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(rows)), fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 + 0.05 * ((len(rows) + 2) // 3), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)
 
@@ -503,9 +513,8 @@ def main(argv: list[str]) -> None:
     workdir = Path(WORKDIR.value).resolve()
     t_start = time.perf_counter()
     load_start = load_average()
-    manifest = ensure_dataset(files, prompts, MAX_TOKENS.value,
-                              workdir / "data" / f"p{''.join(map(str, prompts))}_t{MAX_TOKENS.value}")
     dataset_dir = workdir / "data" / f"p{''.join(map(str, prompts))}_t{MAX_TOKENS.value}"
+    manifest = ensure_dataset(files, prompts, MAX_TOKENS.value, dataset_dir)
 
     log("baselines: reading essays")
     t0 = time.perf_counter()
