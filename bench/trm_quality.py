@@ -1,8 +1,8 @@
 """TRM-AES on real ASAP essays vs simple baselines, trained and scored in one run on CPU.
 
-    HF_HUB_OFFLINE=1 python -m bench.trm_quality --prompts=3 --config_variant=cpu \
-        [--total_steps=N] [--eval_every=N] [--max_tokens=256] \
-        [--set=optimizer.lr=3e-3 --set=model.h_cycles=3 ...] [--tag=NAME] \
+    HF_HUB_OFFLINE=1 python -m bench.trm_quality --prompts=3 --config_variant=cpu \\
+        [--total_steps=N] [--eval_every=N] [--max_tokens=256] \\
+        [--set=optimizer.lr=3e-3 --set=model.h_cycles=3 ...] [--tag=NAME] \\
         [--workdir=bench/results/trm_quality] [--data_dir=../shared/data/asap_traits]
 
 Data: ASAP prompts with ASAP++ traits, ``DATA_DIR/prompt_{p}/{train,dev,test}.tsv`` (see
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -77,6 +78,8 @@ TAG = flags.DEFINE_string("tag", None, "Run name (runs/TAG, TAG.json, TAG.png); 
 RESUME = flags.DEFINE_bool("resume", False, "Resume runs/TAG if it has checkpoints "
                            "(default: delete it and train from scratch).")
 SKIP_TRM = flags.DEFINE_bool("skip_trm", False, "Baselines only.")
+BOOTSTRAP = flags.DEFINE_integer("bootstrap", 2000, "Paired bootstrap resamples of the test "
+                                 "essays for TRM - baseline QWK differences (0: off).")
 
 SPLITS = ("train", "dev", "test")
 LENGTH_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 7))
@@ -175,29 +178,35 @@ def fit_select(make_xy, alphas, y_train, y_dev, y_test, prompt):
     return {"alpha": alpha, "dev": dev, "test": _score(y_test, test_raw, prompt)}, test_raw
 
 
-def run_baselines(essays: dict[str, list], prompts: list[int]) -> dict[str, Any]:
+def run_baselines(essays: dict[str, list], prompts: list[int]
+                  ) -> tuple[dict[str, Any], dict[str, dict[int, dict[int, float]]]]:
+    """(report, test predictions {method: {prompt: {essay_id: raw prediction}}})."""
     from scipy import sparse
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.preprocessing import StandardScaler
 
     out: dict[str, Any] = {m: {"per_prompt": {}} for m in METHOD_LABELS}
+    preds: dict[str, dict[int, dict[int, float]]] = {m: {} for m in METHOD_LABELS}
     for p in prompts:
         by = {s: [e for e in essays[s] if e.prompt == p] for s in SPLITS}
         text = {s: [e.text for e in by[s]] for s in SPLITS}
         y = {s: np.asarray([e.score for e in by[s]], np.int64) for s in SPLITS}
+        ids = [e.essay_id for e in by["test"]]
 
         const = float(np.floor(y["train"].mean() + 0.5))
         out["constant"]["per_prompt"][p] = {
             "value": const, "train_mean": float(y["train"].mean()),
             "dev": _score(y["dev"], np.full(len(y["dev"]), const), p),
             "test": _score(y["test"], np.full(len(y["test"]), const), p)}
+        preds["constant"][p] = dict.fromkeys(ids, const)
 
         def length_xy():
             scaler = StandardScaler().fit(word_counts(text["train"]))
             return tuple(scaler.transform(word_counts(text[s])) for s in SPLITS)
 
-        out["length"]["per_prompt"][p], _ = fit_select(length_xy, LENGTH_ALPHAS, y["train"],
-                                                       y["dev"], y["test"], p)
+        out["length"]["per_prompt"][p], raw = fit_select(length_xy, LENGTH_ALPHAS, y["train"],
+                                                         y["dev"], y["test"], p)
+        preds["length"][p] = dict(zip(ids, raw.tolist()))
 
         def tfidf_xy():
             vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
@@ -206,8 +215,9 @@ def run_baselines(essays: dict[str, list], prompts: list[int]) -> dict[str, Any]
             return tuple(sparse.hstack([vec.transform(text[s]), sparse.csr_matrix(
                 scaler.transform(length_features(text[s])))]).tocsr() for s in SPLITS)
 
-        out["tfidf"]["per_prompt"][p], _ = fit_select(tfidf_xy, TFIDF_ALPHAS, y["train"],
-                                                      y["dev"], y["test"], p)
+        out["tfidf"]["per_prompt"][p], raw = fit_select(tfidf_xy, TFIDF_ALPHAS, y["train"],
+                                                        y["dev"], y["test"], p)
+        preds["tfidf"][p] = dict(zip(ids, raw.tolist()))
         out["tfidf"]["per_prompt"][p]["ngram_range"] = [1, 2]
         for m in METHOD_LABELS:
             r = out[m]["per_prompt"][p]
@@ -220,7 +230,47 @@ def run_baselines(essays: dict[str, list], prompts: list[int]) -> dict[str, Any]
         out[m]["test_mean_rmse"] = float(np.mean([pp[p]["test"]["rmse"] for p in prompts]))
         out[m]["dev_mean_qwk"] = float(np.mean([pp[p]["dev"]["qwk"] for p in prompts]))
         out[m]["n_test"] = {p: pp[p]["test"]["n"] for p in prompts}
+    return out, preds
+
+
+def read_predictions_csv(path: Path) -> dict[int, dict[int, tuple[int, float]]]:
+    """run_eval's predictions CSV -> {prompt: {essay_id: (gold, predicted_raw)}}."""
+    import csv
+
+    out: dict[int, dict[int, tuple[int, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(int(row["prompt"]), {})[int(row["essay_id"])] = (
+                int(row["gold"]), float(row["predicted_raw"]))
     return out
+
+
+def paired_bootstrap(trm: dict[int, dict[int, tuple[int, float]]],
+                     base: dict[int, dict[int, float]], prompts: list[int], resamples: int,
+                     seed: int = 0) -> dict[str, Any]:
+    """Test mean QWK(TRM) - QWK(baseline) with a 95% interval from resampling each
+    prompt's test essays with replacement (the same essays for both sides)."""
+    from aes_jax.data import asap
+    from aes_jax.eval import metrics
+
+    rng = np.random.default_rng(seed)
+    observed, diffs = 0.0, np.zeros(resamples)
+    for p in prompts:
+        if set(trm[p]) != set(base[p]):
+            raise AssertionError(f"prompt {p}: the TRM and baseline test essays differ")
+        ids = sorted(trm[p])
+        lo, hi = asap.score_range(p)
+        gold = np.asarray([trm[p][i][0] for i in ids])
+        a = metrics.round_and_clip([trm[p][i][1] for i in ids], lo, hi)
+        b = metrics.round_and_clip([base[p][i] for i in ids], lo, hi)
+        observed += (metrics.qwk(gold, a, lo, hi) - metrics.qwk(gold, b, lo, hi)) / len(prompts)
+        for k in range(resamples):
+            idx = rng.integers(0, len(ids), len(ids))
+            diffs[k] += (metrics.qwk(gold[idx], a[idx], lo, hi)
+                         - metrics.qwk(gold[idx], b[idx], lo, hi)) / len(prompts)
+    return {"observed": observed, "ci95": [float(np.percentile(diffs, 2.5)),
+                                           float(np.percentile(diffs, 97.5))],
+            "share_not_better": float(np.mean(diffs <= 0)), "resamples": resamples}
 
 
 # ----------------------------------------------------------------------------- TRM
@@ -344,6 +394,7 @@ def run_trm(dataset_dir: Path, run_dir: Path, prompts: list[int]) -> dict[str, A
         f"lr {config.optimizer.lr}, overrides {overrides or 'none'}; jax {jax.__version__} on "
         f"{jax.devices()[0].platform} ({len(jax.devices())} device(s))")
 
+    resumed_at = max(checkpoint_steps(run_dir), default=None)
     t0 = time.perf_counter()
     tail = MetricsTail(run_dir / "metrics.jsonl", config.total_steps, t0)
     tail.start()
@@ -388,8 +439,11 @@ def run_trm(dataset_dir: Path, run_dir: Path, prompts: list[int]) -> dict[str, A
         log(f"WARNING: the loop's dev QWK differs from evaluate_run's at {mismatch}")
     return {"config": json.loads(config.to_json_best_effort()), "overrides": overrides,
             "run_dir": str(run_dir), "checkpoints": steps, "dev": dev, "best_step": best,
-            "test_best": test_best, "test_last": test_last, "train_s": train_s,
-            "select_s": select_s, "test_eval_s": test_s, "wall_s": train_s + select_s + test_s,
+            "test_best": test_best, "test_last": test_last,
+            "test_predictions_csv": str(run_dir / "eval" / "test_best" / "predictions_test.csv"),
+            "resumed_at": resumed_at, "train_s": train_s, "select_s": select_s,
+            "test_eval_s": test_s,
+            "wall_s": train_s + select_s + test_s,
             "loop_dev_qwk": loop_dev, "loop_vs_evaluate_run_mismatch": mismatch}
 
 
@@ -524,7 +578,7 @@ def main(argv: list[str]) -> None:
         if counts != manifest["counts"].get(s):
             raise AssertionError(f"{s}: baselines read {counts} essays, the dataset has "
                                  f"{manifest['counts'].get(s)}")
-    baselines = run_baselines(essays, prompts)
+    baselines, baseline_preds = run_baselines(essays, prompts)
     baseline_s = time.perf_counter() - t0
     log(f"baselines: done in {baseline_s:.1f}s")
 
@@ -545,9 +599,22 @@ def main(argv: list[str]) -> None:
         verdict = (f"TRM {'BEATS' if trm_q > len_q else 'does NOT beat'} the length baseline "
                    f"on test mean QWK ({trm_q:.4f} vs {len_q:.4f}; tf-idf "
                    f"{baselines['tfidf']['test_mean_qwk']:.4f}) in {trm['wall_s'] / 60:.1f} min "
-                   f"of training + checkpoint selection ({'within' if in_time else 'OVER'} "
-                   "the 30-minute CPU budget)")
+                   f"of training + dev selection + test evaluation "
+                   f"({'within' if in_time else 'OVER'} "
+                   "the 30-minute CPU budget)" + (f"; NOTE: resumed at step {trm['resumed_at']}, "
+                                                  "so the time is this process's only"
+                                                  if trm["resumed_at"] else ""))
         print(verdict, flush=True)
+        if BOOTSTRAP.value:
+            trm_preds = read_predictions_csv(Path(trm["test_predictions_csv"]))
+            trm["bootstrap_vs"] = {}
+            for m in ("length", "tfidf"):
+                bs = paired_bootstrap(trm_preds, baseline_preds[m], prompts, BOOTSTRAP.value)
+                trm["bootstrap_vs"][m] = bs
+                print(f"  test mean QWK, TRM - {m}: {bs['observed']:+.4f}, 95% paired bootstrap "
+                      f"interval [{bs['ci95'][0]:+.4f}, {bs['ci95'][1]:+.4f}] "
+                      f"({bs['resamples']} resamples of the test essays; TRM not better in "
+                      f"{100 * bs['share_not_better']:.1f}%)", flush=True)
     load_end = load_average()
     log(f"total {total_s:.0f}s; load average at start {load_start}, at end {load_end}")
 
@@ -562,7 +629,7 @@ def main(argv: list[str]) -> None:
         "rows": rows, "baselines": baselines, "trm": trm, "verdict": verdict,
         "baseline_s": baseline_s, "total_s": total_s, "argv": sys.argv,
         "host": {"jax": jax.__version__, "jax_platform": jax.devices()[0].platform,
-                 "cpu_count": __import__("os").cpu_count(), "loadavg_at_start": load_start,
+                 "cpu_count": os.cpu_count(), "loadavg_at_start": load_start,
                  "loadavg_at_end": load_end},
     }
     out_json, out_png = workdir / f"{tag}.json", workdir / f"{tag}.png"

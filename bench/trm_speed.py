@@ -1,7 +1,7 @@
 """Training steps/s of the JAX TRM-AES train step vs the PyTorch reference, same config.
 
-    HF_HUB_OFFLINE=1 python -m bench.trm_speed --config_variant=demo[,cpu,paper] \
-        [--batch=0] [--seq_len=0] [--steps=5] [--warmup=2] [--device=cpu] \
+    HF_HUB_OFFLINE=1 python -m bench.trm_speed --config_variant=demo[,cpu,paper] \\
+        [--batch=0] [--seq_len=0] [--steps=5] [--warmup=2] [--device=cpu] \\
         [--out=bench/results/trm_speed.json]
 
 One row per variant of configs/trm_aes.py. `--batch` / `--seq_len` 0 mean the variant's
