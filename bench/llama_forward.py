@@ -330,6 +330,16 @@ def write_json(path: Path, payload: dict) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def print_aligned(lines: list[tuple[str, ...]]) -> None:
+    """Prints rows of cells as a table: first column left-aligned, a rule under the header."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for k, line in enumerate(lines):
+        print("  ".join(cell.rjust(w) if i else cell.ljust(w)
+                        for i, (cell, w) in enumerate(zip(line, widths))), flush=True)
+        if k == 0:
+            print("  ".join("-" * w for w in widths), flush=True)
+
+
 def random_ids(cfg: LlamaConfig, device: torch.device) -> tuple[jax.Array, torch.Tensor]:
     """The same [batch, seq_len] token ids for both sides, from --seed."""
     ids = np.random.default_rng(SEED.value).integers(

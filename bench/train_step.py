@@ -326,12 +326,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                       f"{r['ratio_median_jax_over_torch']:.2f}",
                       pct(r["jax_mfu"]), pct(r["torch_mfu"]),
                       f"{r['jax']['compile_s']:.1f}", r["jax"]["peak_mem"], r["torch"]["peak_mem"]))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
-    for k, line in enumerate(lines):
-        print("  ".join(cell.rjust(w) if i else cell.ljust(w)
-                        for i, (cell, w) in enumerate(zip(line, widths))), flush=True)
-        if k == 0:
-            print("  ".join("-" * w for w in widths), flush=True)
+    lf.print_aligned(lines)
 
 
 # ----------------------------------------------------------------------------- main

@@ -52,7 +52,7 @@ import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 
-from bench.llama_forward import load_average, log, write_json
+from bench.llama_forward import load_average, log, print_aligned, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -490,12 +490,7 @@ def print_table(rows: list[dict[str, Any]], prompts: list[int]) -> None:
                      + ([f"{r['mean_rmse']:.4f}"] if multi else [])
                      + [f"{r['dev_mean_qwk']:.4f}",
                         "" if r["wall_s"] is None else f"{r['wall_s']:.0f}"])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
-    for k, line in enumerate(lines):
-        print("  ".join(cell.rjust(w) if i else cell.ljust(w)
-                        for i, (cell, w) in enumerate(zip(line, widths))), flush=True)
-        if k == 0:
-            print("  ".join("-" * w for w in widths), flush=True)
+    print_aligned(lines)
 
 
 def bar_chart(rows: list[dict[str, Any]], prompts: list[int], title: str, path: Path) -> None:

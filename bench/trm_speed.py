@@ -55,7 +55,7 @@ from absl import app, flags
 
 # Shared flags are llama_forward's own flag objects (see bench/train_step.py).
 from bench.llama_forward import (BATCH, DEVICE, OUT, SEED, SEQ_LEN, STEPS, WARMUP,
-                                 fmt_bytes, jax_peak_memory, load_average, log,
+                                 fmt_bytes, jax_peak_memory, load_average, log, print_aligned,
                                  time_steps, torch_sync, write_json)
 from aes_jax.interop.torch_ref import llama as torch_llama
 from aes_jax.interop.torch_ref.trm import TorchTRM, load_jax_params
@@ -313,12 +313,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                       f"{1e3 * r['torch']['median_step_s']:.0f}",
                       f"{r['jax']['tokens_per_s']:.0f}", f"{r['torch']['tokens_per_s']:.0f}",
                       f"{r['jax']['compile_s']:.1f}", f"{r['parity']['loss_1_abs_diff']:.1g}"))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
-    for k, line in enumerate(lines):
-        print("  ".join(cell.rjust(w) if i else cell.ljust(w)
-                        for i, (cell, w) in enumerate(zip(line, widths))), flush=True)
-        if k == 0:
-            print("  ".join("-" * w for w in widths), flush=True)
+    print_aligned(lines)
 
 
 # ----------------------------------------------------------------------------- main
