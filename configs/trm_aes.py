@@ -50,11 +50,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.global_batch_size = {"demo": 16, "cpu": 32, "paper": 32}[variant]
     c.grad_accum_steps = 1
-    c.total_steps = {"demo": 300, "cpu": 1500, "paper": 20000}[variant]
-    c.log_every = {"demo": 20, "cpu": 50, "paper": 100}[variant]
-    c.eval_every = {"demo": 100, "cpu": 250, "paper": 1000}[variant]
+    c.total_steps = {"demo": 300, "cpu": 150, "paper": 20000}[variant]
+    c.log_every = {"demo": 20, "cpu": 10, "paper": 100}[variant]
+    c.eval_every = {"demo": 100, "cpu": 50, "paper": 1000}[variant]
     c.eval_batch_size = 32
-    c.checkpoint_every = {"demo": 100, "cpu": 250, "paper": 1000}[variant]
+    c.checkpoint_every = {"demo": 100, "cpu": 50, "paper": 1000}[variant]
     c.keep_checkpoints = 3
     c.async_checkpointing = True
 
