@@ -39,6 +39,7 @@ from absl import app, flags
 from aes_jax.interop import assets, hf
 from aes_jax.interop.torch_ref import llama as torch_llama
 from aes_jax.models.llama import Llama, LlamaConfig
+from bench.table import print_aligned  # noqa: F401  (the benchmarks import it from here)
 
 MODEL = flags.DEFINE_string(
     "model", "smollm2", "'tiny', 'smollm2' (packaged SmolLM2-135M-Instruct) or an HF directory.")
@@ -328,16 +329,6 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- main
-
-
-def print_aligned(lines: list[tuple[str, ...]]) -> None:
-    """Prints rows of cells as a table: first column left-aligned, a rule under the header."""
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for k, line in enumerate(lines):
-        print("  ".join(cell.rjust(w) if i else cell.ljust(w)
-                        for i, (cell, w) in enumerate(zip(line, widths))), flush=True)
-        if k == 0:
-            print("  ".join("-" * w for w in widths), flush=True)
 
 
 def random_ids(cfg: LlamaConfig, device: torch.device) -> tuple[jax.Array, torch.Tensor]:

@@ -12,6 +12,20 @@
 
 Writes ``{train,dev,test}.array_record`` and ``manifest.json`` (see aes_jax/data/asap.py);
 read them with ``aes_jax.data.asap.AsapDataSource(output_dir, split)``.
+
+``--format=mtl`` builds the instruction data of the LLaMA-AES multi-trait scorer instead
+(see aes_jax/data/prompts.py): ``{train,dev,test}.jsonl`` of instruction/output pairs and
+``manifest.json`` naming the traits and their digit codecs. ``--input`` is then ASAP++
+trait TSVs (as above), an ELLIPSE csv (Kaggle train.csv layout) or a folder of ArTS
+``fold_k.csv`` files (detected from the path and header):
+
+    # ELLIPSE folds: test = fold_0.csv, dev = 10% of the other folds
+    python -m launch.build_dataset --format=mtl --input=data/ell --output_dir=data/ell_mtl
+    # ASAP++ prompt 3, answers followed by (synthetic) rubric feedback
+    python -m launch.build_dataset --format=mtl --input=asap_traits/prompt_3 \
+        --feedback=rubric --output_dir=data/p3_mtl
+    # the synthetic ELLIPSE-layout demo corpus (no download needed)
+    python -m launch.build_dataset --format=mtl --demo --output_dir=data/ell_demo
 """
 
 from __future__ import annotations
@@ -55,6 +69,21 @@ STRICT = flags.DEFINE_bool("strict", False, "Stop at the first bad row (naming f
 ENCODING = flags.DEFINE_string("encoding", "utf-8", "Text encoding of the inputs; undecodable "
                                "bytes become U+FFFD and are counted.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
+FORMAT = flags.DEFINE_enum("format", "trm", ["trm", "mtl"], "trm: tokenised ArrayRecord "
+                           "dataset for TRM-AES; mtl: instruction JSONL for the LLaMA-AES "
+                           "multi-trait scorer.")
+TEST_FOLD = flags.DEFINE_integer("test_fold", 0, "mtl, ELLIPSE: the fold used as test (a "
+                                 "single csv is first cut into 5 seeded folds).")
+DEV_FRACTION = flags.DEFINE_float("dev_fraction", 0.1, "mtl, ELLIPSE: seeded share of the "
+                                  "non-test folds held out as dev.")
+FEEDBACK = flags.DEFINE_enum("feedback", "none", ["none", "rubric"], "mtl: 'rubric' appends "
+                             "SYNTHETIC template feedback built from the scores to each answer.")
+
+_TRM_ONLY = ("max_tokens", "overlength", "limit_train_essays", "analyze_lengths",
+             "tokenizer_dir")
+_MTL_ONLY = ("test_fold", "dev_fraction", "feedback")
+_ELL_ONLY = ("test_fold", "dev_fraction")
+_ASAP_ONLY = ("prompt_set", "split", "split_file", "prompt_texts")
 
 
 def _prompt_texts(path: str | None, demo: bool) -> dict[int, str] | None:
@@ -112,7 +141,11 @@ def main(argv):
     from aes_jax.data import asap
 
     try:
-        run(asap)
+        if FORMAT.value == "mtl":
+            run_mtl()
+        else:
+            _reject_flags(_MTL_ONLY, "--format=mtl")
+            run(asap)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         # Bad input or options: the message names the file/line or flag; a traceback
         # would only bury it. (AsapFormatError is a ValueError.)
@@ -144,6 +177,56 @@ def run(asap) -> None:
         print(f"histogram: {report['png']}")
         return
     print(_summary(asap.build_dataset(opts)))
+
+
+def _reject_flags(names, needs: str) -> None:
+    given = [f"--{n}" for n in names if flags.FLAGS[n].present]
+    if given:
+        raise app.UsageError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} "
+                             f"with {needs}")
+
+
+def run_mtl() -> None:
+    """Build the instruction JSONL dataset (--format=mtl) from the flags; prints a summary."""
+    from aes_jax.data import ell
+
+    _reject_flags(_TRM_ONLY, "--format=trm")
+    if DEMO.value == bool(INPUT.value):
+        raise app.UsageError("give exactly one of --input and --demo")
+    if DEMO.value or ("," not in INPUT.value and ell.is_ell_input(INPUT.value)):
+        _reject_flags(_ASAP_ONLY, "ASAP inputs")
+    else:
+        _reject_flags(_ELL_ONLY, "ELLIPSE inputs")
+    from aes_jax.data.mtl_dataset import build_mtl
+
+    manifest = build_mtl(
+        inputs=INPUT.value, output_dir=OUTPUT_DIR.value, feedback=FEEDBACK.value,
+        demo=DEMO.value, test_fold=TEST_FOLD.value, dev_fraction=DEV_FRACTION.value,
+        seed=SEED.value, prompt_set=PROMPT_SET.value, split=SPLIT.value,
+        split_file=SPLIT_FILE.value, prompt_texts=_prompt_texts(PROMPT_TEXTS.value, False),
+        strict=STRICT.value, encoding=ENCODING.value, overwrite=OVERWRITE.value)
+    print(_mtl_summary(manifest, OUTPUT_DIR.value))
+
+
+def _mtl_summary(manifest: dict, output_dir: str) -> str:
+    counts = manifest["counts"]
+    lines = [f"wrote {output_dir} ({manifest['format']}, {manifest['dataset']}): "
+             + ", ".join(f"{s} {n}" for s, n in counts.items())
+             + f" ({manifest['split']['rule']})"]
+    lines.append("  traits: " + ", ".join(
+        f"{t} {c['digits'][0]}-{c['digits'][1]}"
+        for t, c in zip(manifest["traits"], manifest["codecs"])))
+    lines.append(f"  feedback: {manifest['feedback']['mode']}"
+                 + (" (SYNTHETIC template text)" if manifest["feedback"]["mode"] != "none"
+                    else ""))
+    skipped = manifest["skipped"]
+    lines.append("  skipped rows: " + (", ".join(f"{r} {n}" for r, n in skipped.items())
+                                       if skipped else "none"))
+    for example in manifest.get("skip_examples", [])[:10]:
+        lines.append(f"    {example}")
+    for note, n in manifest.get("notes", {}).items():
+        lines.append(f"  note: {note}: {n}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ import numpy as np
 
 from aes_jax.data.asap import OFFICIAL_COLUMNS, SCORE_RANGES
 
-__all__ = ["MARKER", "PROMPT_TEXTS", "ESSAYS_PER_PROMPT", "write_demo_tsv", "demo_rows"]
+__all__ = ["MARKER", "PROMPT_TEXTS", "ESSAYS_PER_PROMPT", "write_demo_tsv", "demo_rows",
+           "demo_essay"]
 
 MARKER = "SYNTHETIC DEMO ESSAY."
 ESSAYS_PER_PROMPT = {1: 140, 3: 110, 4: 110}
@@ -143,6 +144,20 @@ def _essay(rng: np.random.Generator, prompt: int, q: float) -> str:
         keyword = _TOPICS[prompt]["keywords"][0]
         sentences.insert(min(1, len(sentences)), f'As the text says, "the {keyword} matters."')
     return f"{MARKER} " + " ".join(sentences)
+
+
+def demo_essay(rng: np.random.Generator, prompt: int, quality: float) -> str:
+    """One synthetic essay on ``prompt``'s topic (1, 3 or 4) written at ``quality`` in [0, 1].
+
+    The public face of the generator behind :func:`demo_rows`, for other synthetic corpora
+    (e.g. the ELLIPSE-layout demo): length, vocabulary, connectives, spelling and
+    capitalisation all follow ``quality``; the text starts with :data:`MARKER`.
+    """
+    if prompt not in _TOPICS:
+        raise ValueError(f"demo prompt {prompt} has no templates; use one of {sorted(_TOPICS)}")
+    if not 0.0 <= quality <= 1.0:
+        raise ValueError(f"quality must lie in [0, 1], got {quality}")
+    return _essay(rng, prompt, float(quality))
 
 
 def _rater_columns(rng: np.random.Generator, prompt: int, score: int) -> tuple[int, int]:

@@ -29,6 +29,9 @@ class SamplingConfig:
     top_p: float = 1.0
     stop_token_ids: tuple[int, ...] = ()
     pad_token_id: int = 0
+    # Record these tokens' logits at every step (e.g. the digits, for expected-score
+    # decoding), so nobody has to re-run the model over what was generated.
+    watch_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -44,6 +47,9 @@ class SamplingConfig:
 class GenerateOutput(NamedTuple):
     tokens: Array  # [B, max_new_tokens], pad_token_id after a stop token
     lengths: Array  # [B] tokens generated, the stop token included
+    # [B, max_new_tokens, len(watch_token_ids)] float32 logits the step's token was chosen
+    # from (before temperature); None when nothing is watched.
+    watched_logits: Array | None = None
 
 
 def filter_logits(logits: Array, top_k: int, top_p: float) -> Array:
@@ -75,30 +81,34 @@ def _generate(cfg: LlamaConfig, sampling: SamplingConfig, params, prompt_ids, pr
     batch, prompt_len = prompt_ids.shape
     steps = sampling.max_new_tokens
     cache = KVCache.init(cfg, batch, prompt_len + steps)
-    out = model.apply({"params": params}, prompt_ids, attention_mask=prompt_mask, cache=cache)
+    out = model.apply({"params": params}, prompt_ids, attention_mask=prompt_mask, cache=cache,
+                      last_logits_only=True)
     stop_ids = jnp.asarray(sampling.stop_token_ids or (-1,), jnp.int32)
+    watch_ids = jnp.asarray(sampling.watch_token_ids, jnp.int32)
 
     def step(state):
-        i, logits, cache, tokens, done, rng = state
+        i, logits, cache, tokens, watched, done, rng = state
         rng, sub = jax.random.split(rng)
         token = next_token(logits, sub, sampling)
         token = jnp.where(done, sampling.pad_token_id, token)
         tokens = tokens.at[:, i].set(token)
+        watched = watched.at[:, i].set(logits[:, watch_ids])
         done = done | jnp.isin(token, stop_ids)
         out = model.apply({"params": params}, token[:, None],
                           attention_mask=jnp.ones((batch, 1), bool), cache=cache)
-        return i + 1, out.logits[:, -1], out.cache, tokens, done, rng
+        return i + 1, out.logits[:, -1], out.cache, tokens, watched, done, rng
 
     def not_finished(state):
         i, *_, done, _ = state
         return (i < steps) & ~jnp.all(done)
 
     tokens = jnp.full((batch, steps), sampling.pad_token_id, jnp.int32)
-    init = (0, out.logits[:, -1], out.cache, tokens, jnp.zeros(batch, bool), rng)
-    _, _, _, tokens, _, _ = jax.lax.while_loop(not_finished, step, init)
+    watched = jnp.zeros((batch, steps, len(sampling.watch_token_ids)), jnp.float32)
+    init = (0, out.logits[:, -1], out.cache, tokens, watched, jnp.zeros(batch, bool), rng)
+    _, _, _, tokens, watched, _, _ = jax.lax.while_loop(not_finished, step, init)
     is_stop = jnp.isin(tokens, stop_ids)
     first_stop = jnp.where(is_stop.any(axis=1), jnp.argmax(is_stop, axis=1) + 1, steps)
-    return GenerateOutput(tokens, first_stop)
+    return GenerateOutput(tokens, first_stop, watched if sampling.watch_token_ids else None)
 
 
 def generate(cfg: LlamaConfig, params, prompt_ids: Array, prompt_mask: Array | None = None,

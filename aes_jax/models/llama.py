@@ -368,7 +368,8 @@ class LlamaOutput(NamedTuple):
 class Llama(nn.Module):
     """`Llama(cfg).apply({"params": p}, ids, attention_mask=m)` -> logits [B, T, vocab].
 
-    With `return_hidden=True` or a `cache`, returns a `LlamaOutput` instead.
+    With `return_hidden=True` or a `cache`, returns a `LlamaOutput` instead;
+    `last_logits_only=True` computes logits for the last position only ([B, 1, vocab]).
     `positions` default to the count of real tokens before each one, so left-padded
     and unpadded copies of a sequence give the same logits.
     """
@@ -378,7 +379,8 @@ class Llama(nn.Module):
     @nn.compact
     def __call__(self, input_ids: Array, attention_mask: Array | None = None,
                  positions: Array | None = None, cache: KVCache | None = None,
-                 return_hidden: bool = False, compute_logits: bool = True):
+                 return_hidden: bool = False, compute_logits: bool = True,
+                 last_logits_only: bool = False):
         c = self.cfg
         b, t = input_ids.shape
         token_mask = (jnp.ones((b, t), bool) if attention_mask is None
@@ -432,7 +434,10 @@ class Llama(nn.Module):
             else:
                 head = self.param("lm_head", _init(c, (EMBED, VOCAB)),
                                   (c.hidden_size, c.vocab_size), jnp.dtype(c.param_dtype))
-            logits = jnp.einsum("btd,dv->btv", hidden, head.astype(hidden.dtype))
+            # Prefill before sampling needs only the last position: [B, T, vocab] float32
+            # logits for a long prompt batch would be the largest buffer of the whole call.
+            head_in = hidden[:, -1:] if last_logits_only else hidden
+            logits = jnp.einsum("btd,dv->btv", head_in, head.astype(hidden.dtype))
             logits = nn.with_logical_constraint(logits.astype(jnp.float32),
                                                 (ACT_BATCH, ACT_LENGTH, ACT_VOCAB))
 

@@ -16,4 +16,8 @@ def build(config: Any, workdir: str):
         from aes_jax.tasks.trm_aes import TRMAesTask
 
         return TRMAesTask(config, workdir)
-    raise ValueError(f"config.task={name!r}: unknown task (known: lm_lora, trm_aes)")
+    if name == "llama_aes":
+        from aes_jax.tasks.llama_aes import LlamaAesTask
+
+        return LlamaAesTask(config, workdir)
+    raise ValueError(f"config.task={name!r}: unknown task (known: lm_lora, trm_aes, llama_aes)")

@@ -22,13 +22,13 @@ from aes_jax.tasks.base import mean_from_sums
 log = logging.getLogger(__name__)
 
 
-def _model_path(config) -> Path | None:
+def model_path(config) -> Path | None:
     if config.model == "tiny":
         return None
     return Path(config.model) if config.model else assets.smollm2_dir()
 
 
-def _model_config(config) -> tuple[LlamaConfig, dict | None, Any]:
+def load_model(config) -> tuple[LlamaConfig, dict | None, Any]:
     """-> (LlamaConfig, pretrained params or None for a random tiny model, tokenizer)."""
     runtime = dict(dtype=config.dtype, scan_layers=config.scan_layers, remat=config.remat)
     if config.model == "tiny":
@@ -38,7 +38,7 @@ def _model_config(config) -> tuple[LlamaConfig, dict | None, Any]:
                           bos_token_id=tok.bos_id, param_dtype=config.param_dtype,
                           **dict(config.tiny_model), **runtime)
         return cfg, None, tok
-    path = _model_path(config)
+    path = model_path(config)
     cfg, params = hf.load_llama(path, param_dtype=config.param_dtype, **runtime)
     tok_dir = path.parent if path.is_file() else path
     return cfg, params, HFTokenizer(tok_dir)
@@ -47,7 +47,7 @@ def _model_config(config) -> tuple[LlamaConfig, dict | None, Any]:
 class LMLoraTask:
     def __init__(self, config, workdir: str | Path):
         self.config = config
-        cfg, self._pretrained, self.tokenizer = _model_config(config)
+        cfg, self._pretrained, self.tokenizer = load_model(config)
         if config.use_lora:
             cfg = cfg.replace(lora=lora_lib.LoraConfig(**dict(config.lora)))
         self.model_cfg = cfg
@@ -141,7 +141,7 @@ class LMLoraTask:
         """HF formats: a PEFT adapter dir plus the merged model for LoRA runs, the full
         model for full fine-tuning. Tokenizer files come from the base model dir."""
         out = Path(out_dir)
-        path = _model_path(self.config)
+        path = model_path(self.config)
         tokenizer_dir = None if path is None else (path.parent if path.is_file() else path)
         base_cfg = self.model_cfg.replace(lora=None)
         if self.model_cfg.lora is None:

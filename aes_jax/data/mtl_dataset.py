@@ -1,0 +1,121 @@
+"""Instruction (mtl) datasets for LLaMA-AES: ELLIPSE or ASAP++ essays -> {train,dev,test}.jsonl
++ manifest.json. `launch.build_dataset --format=mtl` and the task's demo default call
+`build_mtl`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from aes_jax.data import asap, ell, prompts
+
+
+def build_mtl(inputs: str | None, output_dir: str | os.PathLike, *, feedback: str = "none",
+              demo: bool = False, test_fold: int = 0, dev_fraction: float = 0.1,
+              seed: int = 0, prompt_set: str | None = None, split: str | None = None,
+              split_file: str | None = None, prompt_texts: dict[int, str] | None = None,
+              strict: bool = False, encoding: str = "utf-8",
+              overwrite: bool = False, demo_essays: int = 240) -> dict:
+    """Write an mtl dataset (``{train,dev,test}.jsonl`` + ``manifest.json``); returns the
+    manifest. The flag-free core of ``--format=mtl``, for code that builds data itself.
+
+    ``inputs``: an ELLIPSE fold folder or csv (``test_fold``/``dev_fraction`` split it), or
+    ASAP++ trait TSVs (``prompt_set``/``split``/``split_file``/``prompt_texts`` apply);
+    ``demo=True`` instead writes the synthetic ELLIPSE-layout corpus into
+    ``output_dir/source/train.csv`` and builds from it.
+    """
+    if feedback not in ("none", "rubric"):
+        raise ValueError(f"feedback must be 'none' or 'rubric', got {feedback!r}")
+    if demo == bool(inputs):
+        raise ValueError("give exactly one of inputs and demo=True")
+    output_dir = Path(output_dir)
+    prompts.refuse_existing(output_dir, overwrite)  # before any work, not after it
+    if demo:
+        inputs = str(prompts.write_demo_ell_csv(output_dir / "source" / "train.csv",
+                                                n=demo_essays))
+    with_feedback = feedback == "rubric"
+    if "," not in inputs and ell.is_ell_input(inputs):
+        traits, codecs, splits, info = _ell_examples(
+            inputs, with_feedback, test_fold=test_fold, dev_fraction=dev_fraction, seed=seed,
+            strict=strict, encoding=encoding)
+    else:
+        traits, codecs, splits, info = _asap_examples(
+            inputs, with_feedback, prompt_set=prompt_set, split=split, split_file=split_file,
+            prompt_texts=prompt_texts, seed=seed, strict=strict, encoding=encoding)
+    info["feedback"] = ({"mode": "rubric", "note": "SYNTHETIC template feedback made from "
+                         "the scores by prompts.rubric_feedback; the corpus has none"}
+                        if with_feedback else {"mode": "none"})
+    if demo:
+        info["synthetic_demo"] = ("SYNTHETIC essays and scores in the ELLIPSE train.csv "
+                                  "layout (prompts.demo_ell_rows), not real data")
+    counts = {s: len(v) for s, v in splits.items()}
+    manifest = prompts.mtl_manifest(traits, codecs, counts, info)
+    prompts.write_mtl_dir(output_dir, splits, manifest, overwrite=overwrite)
+    return manifest
+
+
+def _ell_examples(source: str, with_feedback: bool, *, test_fold: int, dev_fraction: float,
+                  seed: int, strict: bool, encoding: str):
+    path = Path(source)
+    if path.is_dir():
+        result = ell.read_ell_dir(path, strict=strict, encoding=encoding)
+        essays, folds = result.essays, "fold files"
+    else:
+        result = ell.read_ell(path, strict=strict, encoding=encoding)
+        essays, folds = ell.assign_folds(result.essays, 5, seed), "5 seeded folds"
+    if not essays:
+        raise ValueError(f"no essays read from {source} (skipped: {dict(result.skipped)})")
+    by_split = ell.split_ell(essays, test_fold, dev_fraction, seed)
+    splits = {s: prompts.examples_from_ell(v, with_feedback=with_feedback)
+              for s, v in by_split.items()}
+    traits, codecs = prompts.ell_traits_and_codecs()
+    info = {"dataset": "ellipse", "layouts": result.layouts,
+            "sources": [dataclasses.asdict(f) for f in result.files],
+            "skipped": dict(sorted(result.skipped.items())),
+            "skip_examples": result.skip_examples,
+            "split": {"rule": f"test = fold {test_fold}, dev = {dev_fraction:g} of the other "
+                              f"folds ({folds})",
+                      "folds": folds, "test_fold": test_fold, "dev_fraction": dev_fraction,
+                      "seed": seed}}
+    return traits, codecs, splits, info
+
+
+def _asap_examples(source: str, with_feedback: bool, *, prompt_set: str | None,
+                   split: str | None, split_file: str | None,
+                   prompt_texts: dict[int, str] | None, seed: int, strict: bool,
+                   encoding: str):
+    result = asap.read_asap(asap.expand_inputs(source), strict=strict, encoding=encoding)
+    keep = asap.parse_prompt_set(prompt_set)
+    essays = [e for e in result.essays if keep is None or e.prompt in keep]
+    if not essays:
+        raise ValueError(f"no essays of {'any prompt' if keep is None else sorted(keep)} in "
+                         f"{source} (skipped: {dict(result.skipped)})")
+    prompt_list = sorted({e.prompt for e in essays})
+    scales = {p: prompts.asap_traits_and_codecs(p) for p in prompt_list
+              if p in asap.TRAIT_NAMES}
+    if len(set(scales.values())) > 1:
+        raise ValueError(f"prompts {prompt_list} differ in ASAP++ traits or score ranges, but "
+                         "an mtl dataset has one trait list and one codec per trait; pick "
+                         "prompts that share them with --prompt_set (1,2 or 3,4 or 5,6)")
+    opts = asap.BuildOptions(
+        inputs=source, output_dir="", seed=seed, split_file=split_file,
+        split=asap.parse_split_fractions(split) if split else None)
+    split_of, rule = asap.assign_splits(essays, opts)
+    skipped = dict(result.skipped)
+    unlisted = sum(e.essay_id not in split_of for e in essays)
+    if unlisted:
+        skipped["not in split file"] = unlisted
+    splits = {}
+    for name in asap.SPLITS:
+        group = sorted((e for e in essays if split_of.get(e.essay_id) == name),
+                       key=lambda e: (e.prompt, e.essay_id))
+        splits[name] = prompts.examples_from_asap(group, with_feedback=with_feedback,
+                                                  prompt_texts=prompt_texts)
+    traits, codecs = (next(iter(scales.values())) if scales
+                      else prompts.asap_traits_and_codecs(prompt_list[0]))
+    info = {"dataset": "asap++", "prompts": prompt_list,
+            "sources": [dataclasses.asdict(f) for f in result.files],
+            "skipped": dict(sorted(skipped.items())), "skip_examples": result.skip_examples,
+            "notes": dict(result.notes), "split": rule}
+    return traits, codecs, splits, info

@@ -1,0 +1,108 @@
+"""EMO: earth mover distance between the LM's next-token distribution and the gold token.
+
+Ren et al., "EMO: Earth Mover Distance Optimization for Auto-Regressive Language
+Modeling" (ICLR 2024). Transport cost between tokens i, j is 1 - cos(e_i, e_j) on a
+cost embedding (the LM head rows). Moving mass from the gold token to a near-synonym
+is then cheap and to an unrelated token expensive, which cross-entropy cannot express.
+
+Per position: E = unit-norm cost embedding rows, q = sum_j p_j E_j over the model's
+probabilities p with the gold probability zeroed in value (not in gradient), loss =
+1 - <E_gold, q / |q|>. Averaged over masked-in positions.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# Floor on vector norms. Zero LM-head rows (padded vocabularies) and a mixture q that is
+# exactly zero (all mass on the gold token) would otherwise divide by zero; flooring the
+# squared norm, not the norm, also keeps the gradient of sqrt finite at 0.
+_EPS = 1e-8
+
+
+def _compute_dtype(x: Array) -> jnp.dtype:
+    # float32 for bf16/f16/f32 logits; float64 stays float64 (tests under x64).
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def _unit_rows(x: Array) -> Array:
+    return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), _EPS**2))
+
+
+def _cost_embedding(lm_head: Array, vocab: int, dtype: jnp.dtype) -> Array:
+    """Unit-norm LM-head rows [V, D] as a constant.
+
+    stop_gradient: E defines the transport metric, not something to optimise. With a
+    gradient the cheapest way to lower the loss would be to pull all embeddings
+    together (making every token "close" to the gold one) instead of moving
+    probability mass, which also corrupts the LM head the logits come from. The
+    original keeps a detached copy of the head for the same reason.
+    """
+    if lm_head.ndim != 2 or lm_head.shape[0] != vocab:
+        raise ValueError(f"lm_head must be [V={vocab}, D] (rows indexed by token id), "
+                         f"got shape {lm_head.shape}")
+    return jax.lax.stop_gradient(_unit_rows(lm_head.astype(dtype)))
+
+
+def _loss_from_mixture(q: Array, e_gold: Array, mask: Array, normalize: bool) -> Array:
+    if normalize:
+        q = _unit_rows(q)
+    per_position = 1.0 - jnp.sum(e_gold * q, axis=-1)
+    weight = mask.astype(per_position.dtype)
+    return jnp.sum(per_position * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def _drop_in_value(p: Array, is_gold: Array) -> Array:
+    # Value: the gold probability is removed (moving gold mass to itself costs
+    # nothing). Gradient: the subtracted copy is constant, so d/dlogits is that of the
+    # full softmax, gold entry included, exactly as with `.detach()` in the original.
+    return p - jax.lax.stop_gradient(jnp.where(is_gold, p, 0))
+
+
+def emo_full(logits: Array, labels: Array, mask: Array, lm_head: Array,
+             *, normalize: bool = True) -> Array:
+    """EMO over the whole vocabulary. logits [B, T, V], labels/mask [B, T], lm_head [V, D].
+
+    The mixture is p @ E ([B, T, V] x [V, D]), never a [B, T, V, D] tensor.
+    `normalize=False` skips the L2 normalisation of q, which gives the original code's
+    form 1 - <E_gold, q> (its gradient is that of the exact EMD under the cosine cost).
+    """
+    dtype = _compute_dtype(logits)
+    vocab = logits.shape[-1]
+    e = _cost_embedding(lm_head, vocab, dtype)
+    # Labels at masked-out positions may be ignore ids (-100); point them at row 0 so
+    # gathers stay in range. Their loss is multiplied by 0 afterwards.
+    gold = jnp.where(mask, labels, 0).astype(jnp.int32)
+    p = jax.nn.softmax(logits.astype(dtype), axis=-1)
+    p = _drop_in_value(p, jnp.arange(vocab) == gold[..., None])
+    q = jnp.einsum("btv,vd->btd", p, e)
+    return _loss_from_mixture(q, jnp.take(e, gold, axis=0), mask, normalize)
+
+
+def emo_topk(logits: Array, labels: Array, mask: Array, lm_head: Array, k: int = 64,
+             *, normalize: bool = True) -> Array:
+    """EMO restricted to the k most probable tokens of the full softmax (k clipped to V).
+
+    Probabilities are those of the full softmax, not renormalised over the top k (the
+    normalisation of q makes the scale irrelevant anyway). The gold token is zeroed in
+    value only when it is among the top k. Gathers E[top-k ids] -> [B, T, k, D], so
+    memory is k/V of a dense [B, T, V, D] mixture and compute skips the V-wide matmul.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    dtype = _compute_dtype(logits)
+    vocab = logits.shape[-1]
+    k = min(int(k), vocab)
+    e = _cost_embedding(lm_head, vocab, dtype)
+    gold = jnp.where(mask, labels, 0).astype(jnp.int32)
+    logits = logits.astype(dtype)
+    p = jax.nn.softmax(logits, axis=-1)
+    # Rank on logits: same order as p, but without ties from probabilities underflowing
+    # to 0. The ranking itself carries no gradient; the gathered probabilities do.
+    _, idx = jax.lax.top_k(jax.lax.stop_gradient(logits), k)
+    p_top = _drop_in_value(jnp.take_along_axis(p, idx, axis=-1), idx == gold[..., None])
+    q = jnp.einsum("btk,btkd->btd", p_top, jnp.take(e, idx, axis=0))
+    return _loss_from_mixture(q, jnp.take(e, gold, axis=0), mask, normalize)
