@@ -51,10 +51,13 @@ OUT_DIR = flags.DEFINE_string("out_dir", str(REPO / "bench" / "results" / "llama
 TAG = flags.DEFINE_string("tag", "run", "Prefix of this run's files.")
 REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only merge existing JSONs.")
 
-VARIANT_LOSSES = {  # (ntl_weight, emo_weight); emo < 0 selects dynamic weighting
-    "ce": (0.0, 0.0),
-    "ce_ntl": (1.0, 0.0),
-    "ce_ntl_emo": (1.0, -1.0),
+VARIANT_LOSSES = {  # config overrides; a negative emo_weight selects dynamic weighting
+    "ce": dict(ntl_weight=0.0, emo_weight=0.0),
+    "ce_ntl": dict(ntl_weight=1.0, emo_weight=0.0),
+    "ce_ntl_was": dict(ntl_weight=1.0, emo_weight=0.0, ntl_type="was"),
+    "ce_ntl_emo": dict(ntl_weight=1.0, emo_weight=-1.0),
+    # EMO as in the public code: 1 - <e_gold, q> without normalising q
+    "ce_ntl_emo_dot": dict(ntl_weight=1.0, emo_weight=-1.0, emo_normalize=False),
 }
 
 
@@ -148,13 +151,13 @@ def run_variant(variant: str, data_dir: Path, out_dir: Path) -> dict:
     from aes_jax.train import loop
     from configs.llama_aes import get_config
 
-    ntl, emo = VARIANT_LOSSES[variant]
     config = get_config("tiny" if MODEL.value == "tiny" else None)
     if MODEL.value:
         config.model = MODEL.value
     config.data.dir = str(data_dir)
     config.data.seq_len = SEQ_LEN.value
-    config.ntl_weight, config.emo_weight = ntl, emo
+    for key, value in VARIANT_LOSSES[variant].items():
+        config[key] = value
     config.total_steps = TOTAL_STEPS.value
     config.global_batch_size = config.eval_batch_size = BATCH.value
     config.optimizer.lr = LR.value
@@ -164,6 +167,7 @@ def run_variant(variant: str, data_dir: Path, out_dir: Path) -> dict:
     config.eval_every = TOTAL_STEPS.value
     config.checkpoint_every = TOTAL_STEPS.value
     config.data.limit_train = LIMIT_TRAIN.value
+    config.data.limit_eval = LIMIT_TEST.value  # the dev slice, as small as the test slice
     workdir = out_dir / "runs" / f"{TAG.value}_{variant}"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")

@@ -42,6 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.demo_essays = 240
     c.data.eval_split = "dev"
     c.data.limit_train = 0  # only the first N train examples (quick runs); 0 = all
+    c.data.limit_eval = 0  # only the first N eval_split examples; 0 = all
     # Longest prompt + answer in tokens; longer essays are shortened (counted, logged).
     c.data.seq_len = 2048 if tiny else 768  # tiny: byte tokens
 
@@ -52,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.emo_weight = -1.0  # EMO on feedback tokens; 0 = off; negative = dynamic weighting
     c.emo_type = "topk"  # "topk" or "full" (whole vocabulary, the paper's form)
     c.emo_topk = 64
+    # True: 1 - cos(e_gold, q) with q normalised (the form); False: 1 - <e_gold, q>,
+    # the public EMO code, whose gradient vanishes as p(gold) -> 1 (see losses/emo.py).
+    c.emo_normalize = True
     c.weighting = "auto"  # auto (dynamic iff emo_weight < 0, else static) | static | dynamic | uncertainty
 
     c.global_batch_size = 4 if tiny else 16

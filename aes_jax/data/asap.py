@@ -217,22 +217,28 @@ _EXAMPLES_PER_REASON = 5
 
 
 class _Skips:
-    """Skip bookkeeping for one read: counts per reason, examples, or raise when strict."""
+    """Skip bookkeeping for one read: counts per reason, examples, or raise when strict.
+    Shared by the corpus readers; `error` is the reader's own format error."""
 
-    def __init__(self, strict: bool):
+    def __init__(self, strict: bool, error: type[ValueError] = AsapFormatError):
         self.strict = strict
+        self.error = error
         self.counts: collections.Counter = collections.Counter()
         self.examples: list[str] = []
 
     def skip(self, where: str, reason: str, detail: str, stats: FileStats) -> None:
         message = f"{where}: {reason}: {detail}"
         if self.strict:
-            raise AsapFormatError(message + " (strict=True; without it the row is skipped "
-                                  "and counted)")
+            raise self.error(message + " (strict=True; without it the row is skipped "
+                             "and counted)")
         self.counts[reason] += 1
         stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
         if self.counts[reason] <= _EXAMPLES_PER_REASON:
             self.examples.append(message)
+
+    def absorb(self, other: "_Skips") -> None:
+        self.counts.update(other.counts)
+        self.examples.extend(other.examples)
 
 
 def _split_name(path: Path) -> str | None:

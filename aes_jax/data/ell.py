@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from aes_jax.data.asap import FileStats
+from aes_jax.data.asap import _Skips as asap_skips
 
 __all__ = [
     "ELL_TRAITS",
@@ -62,7 +63,6 @@ ELL_STEP = 0.5
 
 KAGGLE, KAGGLE_UNSCORED, ARTS_FOLD = "kaggle", "kaggle_unscored", "arts_fold"
 _FOLD_FILE = re.compile(r"^fold_(\d+)\.csv$", re.IGNORECASE)
-_EXAMPLES_PER_REASON = 5
 
 
 class EllFormatError(ValueError):
@@ -91,27 +91,11 @@ class EllReadResult:
         return sorted({f.format for f in self.files})
 
 
-class _Skips:
-    """Counts per reason plus a few examples; raises instead when strict."""
+class _Skips(asap_skips):
+    """The ASAP reader's skip bookkeeping, raising EllFormatError when strict."""
 
     def __init__(self, strict: bool):
-        self.strict = strict
-        self.counts: collections.Counter = collections.Counter()
-        self.examples: list[str] = []
-
-    def skip(self, where: str, reason: str, detail: str, stats: FileStats) -> None:
-        message = f"{where}: {reason}: {detail}"
-        if self.strict:
-            raise EllFormatError(message + " (strict=True; without it the row is skipped "
-                                 "and counted)")
-        self.counts[reason] += 1
-        stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
-        if self.counts[reason] <= _EXAMPLES_PER_REASON:
-            self.examples.append(message)
-
-    def absorb(self, other: _Skips) -> None:
-        self.counts.update(other.counts)
-        self.examples.extend(other.examples)
+        super().__init__(strict, error=EllFormatError)
 
 
 # ----------------------------------------------------------------------------- layouts

@@ -14,17 +14,18 @@ free generation (greedy, expected-score, self-consistency) lives in `eval/llm_sc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from aes_jax.data import pipeline, prompts
+from aes_jax.data import prompts
 from aes_jax.data.mtl_dataset import build_mtl
 from aes_jax.eval import metrics
 from aes_jax.losses import emo as emo_lib
@@ -36,7 +37,6 @@ from aes_jax.tasks.lm_lora import LMLoraTask
 log = logging.getLogger(__name__)
 
 WEIGHTINGS = ("auto", "static", "dynamic", "uncertainty")
-LOSS_NAMES = ("ce", "ntl", "emo")
 
 
 def build_demo_dataset(out_dir: Path, num_essays: int) -> Path:
@@ -64,6 +64,11 @@ class LlamaAesTask(LMLoraTask):
             raise ValueError(f"config.ntl_type={config.ntl_type!r}: expected 'mse' or 'was'")
         if config.emo_type not in ("topk", "full"):
             raise ValueError(f"config.emo_type={config.emo_type!r}: expected 'topk' or 'full'")
+        if config.weighting in ("static", "uncertainty") and min(config.ntl_weight,
+                                                                 config.emo_weight) < 0:
+            raise ValueError(f"config.weighting={config.weighting!r} with a negative weight "
+                             f"(ntl {config.ntl_weight}, emo {config.emo_weight}): a negative "
+                             "emo_weight means dynamic weighting; use weighting='auto'")
         if not 0.0 < config.train_ratio <= 1.0:
             raise ValueError(f"config.train_ratio={config.train_ratio}: expected (0, 1]")
         super().__init__(config, workdir)
@@ -89,7 +94,8 @@ class LlamaAesTask(LMLoraTask):
         train = self.splits["train"][:d.get("limit_train", 0) or None]
         train = self._subset(train, c.train_ratio, c.seed)
         self.train_encoded = self.encode(train, "train")
-        self.eval_encoded = self.encode(self.splits[d.eval_split], d.eval_split)
+        evals = self.splits[d.eval_split][:d.get("limit_eval", 0) or None]
+        self.eval_encoded = self.encode(evals, d.eval_split)
         self.fallback_digits = self._mode_digits(self.train_encoded)
         log.info("LLaMA-AES on %s: traits %s, %d train (train_ratio %.2f) / %d %s examples, "
                  "seq_len %d, weighting %s", data_dir, self.traits, len(self.train_encoded),
@@ -109,8 +115,7 @@ class LlamaAesTask(LMLoraTask):
         """Score-only training (mtl=False) keeps just the first line of the answer."""
         if self.config.mtl:
             return example
-        first = example.output.split("\n", 1)[0]
-        return prompts.MtlExample(**{**example.__dict__, "output": first})
+        return dataclasses.replace(example, output=example.output.split("\n", 1)[0])
 
     def encode(self, examples: list, split: str) -> list[prompts.Encoded]:
         """MtlExamples -> Encoded (prompt/answer ids, digit positions, feedback mask);
@@ -138,16 +143,8 @@ class LlamaAesTask(LMLoraTask):
         arrays["token_mask"] = np.arange(self.config.data.seq_len) < real
         return arrays
 
-    def train_iterator(self, global_batch_size: int, seed: int, process_index: int,
-                       process_count: int):
-        return pipeline.train_iterator(self.train_source, global_batch_size=global_batch_size,
-                                       seed=seed, process_index=process_index,
-                                       process_count=process_count, map_fn=self._example)
-
-    def eval_batches(self, batch_size: int, process_index: int, process_count: int) -> Iterator:
-        return pipeline.eval_batches(self.eval_source, batch_size=batch_size,
-                                     process_index=process_index, process_count=process_count,
-                                     map_fn=self._example)
+    def record_fn(self):
+        return self._example
 
     def tokens_in_batch(self, batch) -> int:
         return int(np.asarray(batch["token_mask"]).sum())
@@ -160,9 +157,33 @@ class LlamaAesTask(LMLoraTask):
         if split not in self.splits:
             raise ValueError(f"{self.data_dir}: no split {split!r} (have {sorted(self.splits)})")
         examples = self.splits[split][:limit] if limit else self.splits[split]
-        encoded = (self.eval_encoded[:len(examples)] if split == self.config.data.eval_split
-                   else self.encode(examples, split))
+        reuse = split == self.config.data.eval_split and len(examples) <= len(self.eval_encoded)
+        encoded = self.eval_encoded[:len(examples)] if reuse else self.encode(examples, split)
         return inputs_from_encoded(examples, encoded)
+
+    def jsonl_inputs(self, path: str | Path, limit: int = 0) -> list:
+        """Prompts of a JSONL file in the PyTorch original's format. An example whose output
+        holds a score line is encoded exactly like training data (gold known, long essays
+        shortened); one with an empty output is scored without gold, and its prompt must
+        fit seq_len as it is."""
+        from aes_jax.eval.llm_scoring import ScoringInput
+
+        examples = prompts.read_jsonl(path)[:limit or None]
+        inputs = []
+        for i, ex in enumerate(examples):
+            essay_id = ex.essay_id or f"{Path(path).name}:{i + 1}"
+            if ex.output.strip():
+                enc = self.encode([ex], str(path))[0]
+                inputs.append(ScoringInput(essay_id, np.asarray(enc.prompt_ids, np.int32),
+                                           np.asarray(enc.digit_value, np.float64)))
+                continue
+            ids = np.asarray(self.tokenizer.encode(self.tokenizer.chat_prompt(ex.instruction)),
+                             np.int32)
+            if len(ids) > self.config.data.seq_len:
+                raise ValueError(f"{ex.name()}: prompt of {len(ids)} tokens exceeds seq_len="
+                                 f"{self.config.data.seq_len}; shorten the essay")
+            inputs.append(ScoringInput(essay_id, ids, None))
+        return inputs
 
     def stop_token_ids(self, score_line_only: bool = True) -> tuple[int, ...]:
         """End of answer, plus (score_line_only) the newline tokens: votes and parsing read
@@ -218,10 +239,10 @@ class LlamaAesTask(LMLoraTask):
         if "emo" in active:
             if c.emo_type == "topk":
                 terms["emo"] = emo_lib.emo_topk(logits, batch["targets"], batch["feedback_mask"],
-                                                lm_head, k=c.emo_topk)
+                                                lm_head, k=c.emo_topk, normalize=c.emo_normalize)
             else:
                 terms["emo"] = emo_lib.emo_full(logits, batch["targets"], batch["feedback_mask"],
-                                                lm_head)
+                                                lm_head, normalize=c.emo_normalize)
         return terms
 
     def combine(self, terms: dict[str, jax.Array], trainable) -> jax.Array:
@@ -268,7 +289,7 @@ class LlamaAesTask(LMLoraTask):
 
     def summarize(self, outputs: list[dict]) -> dict[str, float]:
         sums = [{k: v for k, v in o.items() if k.endswith(("_sum", "_count"))} for o in outputs]
-        result = {"ce": mean_from_sums(sums)["loss"]}
+        result = {"loss": mean_from_sums(sums)["loss"]}  # dev CE over answer tokens
         rows = {k: np.concatenate([np.asarray(o[k]) for o in outputs])
                 for k in ("tf_expected", "tf_argmax", "gold", "weight")}
         keep = rows["weight"] > 0

@@ -82,11 +82,16 @@ class LMLoraTask:
                        process_count: int):
         return pipeline.train_iterator(self.train_source, global_batch_size=global_batch_size,
                                        seed=seed, process_index=process_index,
-                                       process_count=process_count)
+                                       process_count=process_count, map_fn=self.record_fn())
 
     def eval_batches(self, batch_size: int, process_index: int, process_count: int) -> Iterator:
         return pipeline.eval_batches(self.eval_source, batch_size=batch_size,
-                                     process_index=process_index, process_count=process_count)
+                                     process_index=process_index, process_count=process_count,
+                                     map_fn=self.record_fn())
+
+    def record_fn(self):
+        """Per-record map from source item to batch row (None: the source yields rows)."""
+        return None
 
     # ------------------------------------------------------------------ model
     def init(self, rng: jax.Array) -> tuple[dict, dict]:

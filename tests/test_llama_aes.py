@@ -1,0 +1,259 @@
+"""LLaMA-AES end to end on a tiny random LLaMA (byte tokenizer) and a fixture written here:
+the loss combination, expected-score decoding, greedy scoring, self-consistency and export."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from aes_jax.data import prompts
+from aes_jax.eval import llm_scoring
+from aes_jax.eval.generate import SamplingConfig, generate, left_pad
+from aes_jax.losses import emo, number_tokens, weighting
+from aes_jax.losses.lm import masked_cross_entropy
+from aes_jax.models.llama import Llama, LlamaConfig, init_params
+from aes_jax.tasks.llama_aes import LlamaAesTask
+from configs.llama_aes import get_config
+from tests.train_utils import REPO, env, read_metrics, run_train
+
+TRAITS = ("content", "language")
+CODECS = (prompts.ScoreCodec(1, 4), prompts.ScoreCodec(1.0, 3.0, 0.5))  # digits 1-4 and 1-5
+WORDS = ["good", "weak", "clear", "messy", "strong", "plain"]
+
+
+def _example(i: int, rng: np.random.Generator) -> prompts.MtlExample:
+    """A short essay whose scores follow its words, so a tiny model can learn something."""
+    q = rng.integers(0, 3)
+    essay = " ".join(WORDS[2 * (q % 3) + int(rng.integers(0, 2))] for _ in range(6))
+    content = int(1 + q + rng.integers(0, 2))
+    language = [1.0, 2.0, 3.0][q]
+    digits = [CODECS[0].encode(content), CODECS[1].encode(language)]
+    feedback = f"The essay is {WORDS[2 * q]}."
+    return prompts.MtlExample(instruction=f"Score it.\n\nEssay:\n{essay}",
+                              output=prompts.format_output(digits, feedback),
+                              essay_id=f"e{i}", traits=TRAITS,
+                              scores=(float(content), language))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    splits = {"train": [_example(i, rng) for i in range(48)],
+              "dev": [_example(100 + i, rng) for i in range(8)],
+              "test": [_example(200 + i, rng) for i in range(8)]}
+    out = tmp_path_factory.mktemp("mtl")
+    manifest = prompts.mtl_manifest(TRAITS, CODECS, {k: len(v) for k, v in splits.items()},
+                                    {"dataset": "fixture", "split": {"rule": "fixed"},
+                                     "feedback": {"mode": "fixture"}})
+    prompts.write_mtl_dir(out, splits, manifest, overwrite=True)
+    return out
+
+
+def tiny_config(data_dir, **overrides):
+    c = get_config("tiny")
+    c.data.dir = str(data_dir)
+    c.data.seq_len = 128
+    for key, value in overrides.items():
+        c[key] = value
+    return c
+
+
+def _batch(task):
+    it = task.train_iterator(4, 0, 0, 1)
+    return jax.tree.map(jnp.asarray, next(it))
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic", "uncertainty"])
+def test_loss_is_the_documented_combination(data_dir, tmp_path, mode):
+    overrides = {"static": dict(ntl_weight=0.3, emo_weight=0.2),
+                 "dynamic": dict(ntl_weight=1.0, emo_weight=-1.0),
+                 "uncertainty": dict(ntl_weight=1.0, emo_weight=1.0, weighting="uncertainty")}
+    task = LlamaAesTask(tiny_config(data_dir, **overrides[mode]), tmp_path)
+    assert task.weighting == mode
+    trainable, frozen = task.init(jax.random.key(0))
+    batch = _batch(task)
+    loss, aux = task.loss(trainable, frozen, batch, jax.random.key(1))
+
+    logits = task.model.apply({**frozen, **trainable}, batch["input_ids"],
+                              rngs={"dropout": jax.random.key(1)})
+    ids, values = jnp.asarray(task.digit_ids), jnp.asarray(task.digit_values)
+    ce = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    ntl = number_tokens.ntl_mse(logits, batch["targets"], batch["digit_mask"], ids, values)
+    head = frozen["params"]["lm_head"].T  # the tiny model's head is untied: [V, D]
+    e = emo.emo_topk(logits, batch["targets"], batch["feedback_mask"], head, k=64)
+    expected = {"static": ce + 0.3 * ntl + 0.2 * e,
+                "dynamic": 0.5 * (ce + (ce / (ntl + e + 1e-8)) * (ntl + e)),
+                "uncertainty": 0.5 * (ce + ntl + e)}[mode]  # log-variances start at 0
+    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+    np.testing.assert_allclose([float(aux["ce_loss"]), float(aux["ntl_loss"]),
+                                float(aux["emo_loss"])], [ce, ntl, e], rtol=1e-5)
+    if mode == "uncertainty":
+        grads = jax.grad(lambda t: task.loss(t, frozen, batch, jax.random.key(1))[0])(trainable)
+        assert float(jnp.abs(grads["loss_weights"]["log_vars"]).sum()) > 0
+
+
+def test_batch_masks_point_at_digits_and_feedback(data_dir, tmp_path):
+    task = LlamaAesTask(tiny_config(data_dir), tmp_path)
+    batch = jax.device_get(_batch(task))
+    digit_targets = batch["targets"][batch["digit_mask"]]
+    assert set(digit_targets.tolist()) <= set(task.digit_ids.tolist())
+    # byte tokenizer: digit d is id ord(d) + 3, so the recorded value is the digit itself
+    np.testing.assert_array_equal(batch["digit_value"][batch["digit_mask"]],
+                                  digit_targets - (ord("0") + 3))
+    assert (batch["trait_index"][batch["digit_mask"]] >= 0).all()
+    assert (batch["feedback_mask"] <= batch["loss_mask"]).all()
+    for row in range(len(batch["targets"])):
+        text = task.tokenizer.decode(batch["targets"][row][batch["feedback_mask"][row]].tolist())
+        assert text.strip().startswith("The essay is")
+
+
+def test_score_only_training_drops_feedback(data_dir, tmp_path):
+    task = LlamaAesTask(tiny_config(data_dir, mtl=False), tmp_path)
+    batch = jax.device_get(_batch(task))
+    assert not batch["feedback_mask"].any()
+    assert task._active() == ("ce", "ntl")
+    answers = [task.tokenizer.decode(batch["targets"][r][batch["loss_mask"][r]].tolist())
+               for r in range(len(batch["targets"]))]
+    assert all("Feedback" not in a for a in answers)
+
+
+def test_watched_logits_equal_a_forward_pass():
+    """Expected-score decoding reads the digit logits recorded while sampling; they must be
+    the logits a plain forward pass over prompt + generated prefix gives."""
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                      max_position_embeddings=128, rms_norm_eps=1e-5)
+    params = init_params(cfg, jax.random.key(0))
+    ids, mask = left_pad([[5, 6, 7, 8, 9], [10, 11]], 0)
+    watch = (3, 7, 11)
+    out = generate(cfg, params, ids, mask, sampling=SamplingConfig(
+        max_new_tokens=4, watch_token_ids=watch))
+    for row in range(2):
+        prompt = ids[row][mask[row]].tolist()
+        for step in range(4):
+            seq = jnp.asarray([prompt + out.tokens[row, :step].tolist()])
+            logits = Llama(cfg).apply({"params": params}, seq)[0, -1]
+            np.testing.assert_allclose(out.watched_logits[row, step], logits[np.array(watch)],
+                                       atol=1e-4)
+
+
+def test_expected_digits_and_score_steps():
+    digits = {10, 11, 12}  # token ids of the digits 0, 1, 2
+    newline = {99}
+    tokens = [99, 11, 5, 12, 5, 10, 99, 11]  # "\n1 2 0\n1"
+    steps = llm_scoring.score_steps(tokens, digits, newline, 3)
+    assert steps == [1, 3, 5]
+    assert llm_scoring.score_steps([11, 99, 12], digits, newline, 2) == [0]
+    watched = np.zeros((8, 3))
+    watched[1] = [0.0, np.log(3.0), -np.inf]  # p(0)=1/4, p(1)=3/4 -> 0.75
+    watched[3] = [-np.inf, -np.inf, 0.0]  # p(2)=1 -> 2
+    got = llm_scoring.expected_digits(watched, steps[:2], np.array([0.0, 1.0, 2.0]), 3)
+    np.testing.assert_allclose(got[:2], [0.75, 2.0])
+    assert np.isnan(got[2])
+    fixed = llm_scoring.apply_fallback(np.array([[np.nan, 7.0]]), np.array([2, 3]),
+                                       [(1, 4), (1, 5)])
+    np.testing.assert_array_equal(fixed, [[2, 5]])
+
+
+def test_scoring_report_qwk_per_trait(data_dir, tmp_path):
+    task = LlamaAesTask(tiny_config(data_dir), tmp_path)
+    rng = np.random.default_rng(3)
+    gold = np.stack([rng.integers(1, 5, 30), rng.integers(1, 6, 30)], 1).astype(float)
+    pred = np.clip(gold + rng.integers(-1, 2, gold.shape), [1, 1], [4, 5])
+    result = {"gold": gold, "greedy": pred, "expected": gold, "parse_failures": 2,
+              "answers_not_ok": 1}
+    report = llm_scoring.scoring_report(task, result)
+    for k, (trait, lo_hi) in enumerate(zip(TRAITS, [(1, 4), (1, 5)])):
+        ref = cohen_kappa_score(gold[:, k].astype(int), pred[:, k].astype(int),
+                                weights="quadratic", labels=list(range(lo_hi[0], lo_hi[1] + 1)))
+        assert report["greedy"]["qwk_per_trait"][trait] == pytest.approx(ref, abs=1e-9)
+    assert report["expected"]["qwk_mean"] == pytest.approx(1.0)
+    assert report["expected"]["mcrmse"] == pytest.approx(0.0)
+    assert report["parse_failures"] == 2
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    run_train(workdir, f"--config.data.dir={data_dir}", "--config.data.seq_len=128",
+              "--config.total_steps=24", "--config.global_batch_size=8",
+              "--config.optimizer.lr=0.01", "--config.eval_every=12",
+              "--config.checkpoint_every=12", "--config.log_every=1",
+              config="configs/llama_aes.py:tiny")
+    return workdir
+
+
+def test_lora_run_lowers_the_loss(trained_run):
+    records = read_metrics(trained_run)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 24
+    # A random tiny base behind a fixed RMSNorm + random head bounds how far LoRA can move
+    # the logits, so the drop is modest (about 0.2 nats here); no training leaves it ~0.
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.1, losses
+    last = records[-1]
+    for key in ("ce_loss", "ntl_loss", "emo_loss", "eval_loss", "eval_tf_expected_qwk_mean",
+                "eval_tf_expected_mcrmse"):
+        assert np.isfinite(last[key]), key
+
+
+def _run(*args):
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_score_split_and_jsonl(trained_run, data_dir, tmp_path):
+    out = tmp_path / "scores.csv"
+    proc = _run("launch.score", f"--ckpt={trained_run}", "--split=test", f"--out={out}")
+    report = json.loads(proc.stdout[:proc.stdout.rindex("}") + 1])
+    assert report["num_essays"] == report["num_with_gold"] == 8
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 8
+    assert {"gold_content", "greedy_content", "expected_content", "expected_raw_language",
+            "status", "text"} <= set(rows[0])
+    failures = sum(r["status"] != "ok" for r in rows)
+    assert report["answers_not_ok"] == failures
+    for r in rows:  # after the fallback every prediction is a digit of its trait
+        assert 1 <= int(r["greedy_content"]) <= 4 and 1 <= int(r["expected_language"]) <= 5
+    metrics_json = json.loads(out.with_suffix(".metrics.json").read_text())
+    assert set(metrics_json["greedy"]["qwk_per_trait"]) == set(TRAITS)
+
+    # a JSONL file without gold: scored, no metrics
+    jsonl = tmp_path / "new.jsonl"
+    prompts.write_jsonl(jsonl, [prompts.MtlExample("Score it.\n\nEssay:\ngood clear", "")])
+    out2 = tmp_path / "new.csv"
+    proc = _run("launch.score", f"--ckpt={trained_run}", str(jsonl), f"--out={out2}")
+    rows = list(csv.DictReader(open(out2)))
+    assert len(rows) == 1 and rows[0]["gold_content"] == ""
+    assert not out2.with_suffix(".metrics.json").exists()
+
+
+def test_self_consistency_run_and_analyze(trained_run, tmp_path):
+    bank = tmp_path / "bank.json"
+    _run("launch.self_consistency", "run", f"--run={trained_run}", "--split=test",
+         "--num_samples=3", "--max_new_tokens=12", "--limit=5", f"--bank={bank}")
+    data = json.loads(bank.read_text())
+    assert len(data["essays"]) == 5
+    assert all(len(e["samples"]) == 3 for e in data["essays"])
+    assert data["digit_ranges"] == {"content": [1, 4], "language": [1, 5]}
+    proc = _run("launch.self_consistency", "analyze", f"--bank={bank}", "--ms=1,3",
+                f"--out_dir={tmp_path / 'analysis'}")
+    result = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
+    assert result["ms"] == [1, 3]
+    assert (tmp_path / "analysis" / "qwk_vs_m.png").stat().st_size > 0
+    assert "majority" in proc.stdout
+
+
+def test_export_writes_adapter_merged_model_and_score_format(trained_run, tmp_path):
+    _run("launch.export", f"--run={trained_run}", f"--out={tmp_path / 'export'}")
+    fmt = json.loads((tmp_path / "export" / "score_format.json").read_text())
+    assert fmt["traits"] == list(TRAITS)
+    assert (tmp_path / "export" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "export" / "merged" / "config.json").is_file()
