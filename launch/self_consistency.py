@@ -101,6 +101,9 @@ def run_sampling() -> Path:
 
     if not RUN_DIR.value:
         raise app.UsageError("run: give --run=WORKDIR (a LLaMA-AES training run)")
+    if not (Path(RUN_DIR.value) / "config.json").is_file():
+        raise app.UsageError(f"run: {RUN_DIR.value} has no config.json; --run must be a "
+                             "training run directory")
     config, task = load_run(RUN_DIR.value)
     if not hasattr(task, "scoring_inputs"):
         raise app.UsageError(f"run: {RUN_DIR.value} is a {config.task!r} run; self-consistency "

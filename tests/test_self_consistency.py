@@ -233,8 +233,8 @@ def test_cli_analyze_end_to_end(tmp_path):
     assert "majority vote, QWK per trait" in proc.stdout
 
 
-def test_cli_rejects_unknown_subcommand_and_placeholder_run(tmp_path):
+def test_cli_rejects_unknown_subcommand_and_a_run_dir_without_config(tmp_path):
     proc = cli("score")
     assert proc.returncode != 0 and "['analyze', 'run']" in proc.stderr
     proc = cli("run", f"--run={tmp_path}")
-    assert proc.returncode != 0 and "run: " in proc.stderr
+    assert proc.returncode != 0 and "has no config.json" in proc.stderr
