@@ -147,7 +147,6 @@ def run_variant(variant: str, data_dir: Path, out_dir: Path) -> dict:
     from aes_jax.eval import self_consistency as sc
     from aes_jax.eval.generate import SamplingConfig
     from aes_jax.eval.run_eval import load_run, restore_params
-    from aes_jax.tasks.llama_aes import score_from_digit
     from aes_jax.train import loop
     from configs.llama_aes import get_config
 
@@ -185,7 +184,7 @@ def run_variant(variant: str, data_dir: Path, out_dir: Path) -> dict:
     traits, codecs = task.traits, task.codecs
 
     def to_scores(digits):
-        return np.stack([score_from_digit(c, digits[:, k]) for k, c in enumerate(codecs)], 1)
+        return np.stack([c.to_scores(digits[:, k]) for k, c in enumerate(codecs)], 1)
 
     gold = greedy["gold"]
     y_true = to_scores(gold)

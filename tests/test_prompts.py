@@ -394,3 +394,13 @@ def test_cli_builds_mtl_from_asap_trait_files(tmp_path):
     bad = run_cli("--format=mtl", f"--input={tmp_path / 'in'}", f"--output_dir={out}2",
                   "--test_fold=1", ok=False)
     assert "--test_fold only applies with ELLIPSE inputs" in bad
+
+
+def test_codec_to_scores_is_the_linear_inverse():
+    for codec in (prompts.ScoreCodec(1, 6), prompts.ScoreCodec(0, 3), prompts.ScoreCodec(1.0, 5.0, 0.5)):
+        lo, hi = codec.digit_range
+        digits = np.arange(lo, hi + 1)
+        np.testing.assert_allclose(codec.to_scores(digits), [codec.decode(int(d)) for d in digits])
+        # a mean of digits maps to the mean of their scores (expected values, average votes)
+        np.testing.assert_allclose(codec.to_scores((lo + hi) / 2),
+                                   (codec.decode(lo) + codec.decode(hi)) / 2)

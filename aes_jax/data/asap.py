@@ -889,9 +889,12 @@ def _serialize(record: Mapping[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode("utf-8")
 
 
-def _refuse_existing(output_dir: Path, overwrite: bool) -> None:
-    if (output_dir / "manifest.json").exists() and not overwrite:
-        raise FileExistsError(f"{output_dir} already holds a dataset (manifest.json); pass "
+def refuse_existing(output_dir: Path, overwrite: bool,
+                    names: Sequence[str] = ("manifest.json",)) -> None:
+    """FileExistsError when `output_dir` holds any of a dataset's files and not `overwrite`."""
+    existing = [n for n in names if (output_dir / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{output_dir} already holds a dataset ({existing[0]}); pass "
                               "overwrite=True (--overwrite) to replace it")
 
 
@@ -924,7 +927,7 @@ def build_dataset(opts: BuildOptions) -> dict[str, Any]:
     """
     _check_options(opts)
     output_dir = Path(opts.output_dir)
-    _refuse_existing(output_dir, opts.overwrite)  # before the slow part, not after it
+    refuse_existing(output_dir, opts.overwrite)  # before the slow part, not after it
     result, essays, filtered = _read_selected(opts)
     split_of, split_rule = assign_splits(essays, opts)
     skipped = collections.Counter(result.skipped)

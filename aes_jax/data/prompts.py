@@ -169,6 +169,12 @@ class ScoreCodec:
             raise ValueError(f"digit {digit!r} is outside this codec's digits {lo_d}-{hi_d}")
         return self._value(int(digit) - self._offset)
 
+    def to_scores(self, digits: Any) -> np.ndarray:
+        """Continuous inverse of the codec: digits, possibly fractional (expected values,
+        votes as floats), -> the original scale. Linear, so means survive the mapping."""
+        d0 = self.digit_range[0]
+        return self.decode(d0) + (np.asarray(digits, np.float64) - d0) * float(self.step)
+
     def to_dict(self) -> dict[str, Any]:
         lo_d, hi_d = self.digit_range
         return {"lo": float(self.lo), "hi": float(self.hi), "step": float(self.step),
@@ -775,16 +781,10 @@ def mtl_manifest(traits: Sequence[str], codecs: Sequence[ScoreCodec],
 
 
 def refuse_existing(output_dir: str | os.PathLike, overwrite: bool) -> None:
-    """Raise FileExistsError if ``output_dir`` holds a dataset and ``overwrite`` is off.
-
-    Builders call it before the slow part, so a refusal costs nothing.
-    """
-    output_dir = Path(output_dir)
-    existing = [n for n in ["manifest.json", *(f"{s}.jsonl" for s in SPLITS)]
-                if (output_dir / n).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{output_dir} already holds a dataset ({existing[0]}); pass "
-                              "overwrite=True (--overwrite) to replace it")
+    """Raise FileExistsError if ``output_dir`` holds an mtl dataset and ``overwrite`` is
+    off. Builders call it before the slow part, so a refusal costs nothing."""
+    asap.refuse_existing(Path(output_dir), overwrite,
+                         names=("manifest.json", *(f"{s}.jsonl" for s in SPLITS)))
 
 
 def write_mtl_dir(output_dir: str | os.PathLike, splits: Mapping[str, Sequence[MtlExample]],

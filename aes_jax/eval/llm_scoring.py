@@ -228,7 +228,6 @@ def scoring_report(task, result: dict[str, Any]) -> dict[str, Any]:
     """QWK per trait (digit scale) and MCRMSE (original scale) for greedy and expected-score
     decoding, over the rows with gold scores; parse failures counted."""
     from aes_jax.eval import metrics
-    from aes_jax.tasks.llama_aes import score_from_digit
 
     gold = result["gold"]
     has_gold = ~np.isnan(gold).any(axis=1)
@@ -245,8 +244,8 @@ def scoring_report(task, result: dict[str, Any]) -> dict[str, Any]:
         for k, (trait, codec) in enumerate(zip(task.traits, task.codecs)):
             lo, hi = codec.digit_range
             qwks[trait] = metrics.qwk(gold[has_gold, k].astype(int), pred[:, k].astype(int), lo, hi)
-            true_s.append(score_from_digit(codec, gold[has_gold, k]))
-            pred_s.append(score_from_digit(codec, pred[:, k]))
+            true_s.append(codec.to_scores(gold[has_gold, k]))
+            pred_s.append(codec.to_scores(pred[:, k]))
         report[method] = {"qwk_per_trait": qwks, "qwk_mean": float(np.mean(list(qwks.values()))),
                           "mcrmse": metrics.mcrmse(np.stack(true_s, 1), np.stack(pred_s, 1))}
     return report

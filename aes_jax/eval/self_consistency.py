@@ -62,6 +62,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from aes_jax.eval import metrics, plots
+from aes_jax.eval.tables import aligned
 
 BANK_VERSION = "aes_jax.sample_bank/1"
 METHODS = ("majority", "average")
@@ -369,9 +370,7 @@ def _fmt(x: float | None) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return [line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
+    return aligned([list(header), *rows])
 
 
 def format_table(result: Mapping[str, Any]) -> str:

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,12 +45,6 @@ def build_demo_dataset(out_dir: Path, num_essays: int) -> Path:
                   demo_essays=num_essays)
         log.info("built the synthetic demo dataset in %s", out_dir)
     return out_dir
-
-
-def score_from_digit(codec: prompts.ScoreCodec, digit: Any) -> np.ndarray:
-    """Continuous inverse of the codec: digits (possibly fractional) -> original scale."""
-    d0 = codec.digit_range[0]
-    return codec.decode(d0) + (np.asarray(digit, np.float64) - d0) * codec.step
 
 
 class LlamaAesTask(LMLoraTask):
@@ -303,8 +296,8 @@ class LlamaAesTask(LMLoraTask):
                                 metrics.round_and_clip(pred[:, k], lo, hi), lo, hi)
                 qwks.append(q)
                 result[f"{name}_qwk_{trait.lower().replace(' ', '_')}"] = q
-                true_scores.append(score_from_digit(codec, gold[:, k]))
-                pred_scores.append(score_from_digit(codec, pred[:, k]))
+                true_scores.append(codec.to_scores(gold[:, k]))
+                pred_scores.append(codec.to_scores(pred[:, k]))
             result[f"{name}_qwk_mean"] = float(np.mean(qwks))
             result[f"{name}_mcrmse"] = metrics.mcrmse(np.stack(true_scores, 1),
                                                       np.stack(pred_scores, 1))
