@@ -81,11 +81,11 @@ def build_data(out_dir: Path) -> Path:
 
 
 def _scores_of(example, codecs) -> list[float]:
-    from aes_jax.data import prompts
+    from aes_jax.data.answer_format import parse_scores
 
     if example.scores:
         return list(example.scores)
-    digits, _ = prompts.parse_scores(example.output, len(codecs))
+    digits, _ = parse_scores(example.output, len(codecs))
     return [c.decode(d) for c, d in zip(codecs, digits)]
 
 
@@ -95,10 +95,11 @@ def baselines(data_dir: Path) -> list[dict]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import Ridge
 
-    from aes_jax.data import prompts
+    from aes_jax.data.mtl_io import load_mtl_dir
+    from aes_jax.data.score_codec import ScoreCodec
 
-    manifest, splits = prompts.load_mtl_dir(data_dir)
-    codecs = [prompts.ScoreCodec.from_dict(c) for c in manifest["codecs"]]
+    manifest, splits = load_mtl_dir(data_dir)
+    codecs = [ScoreCodec.from_dict(c) for c in manifest["codecs"]]
     train = splits["train"][:LIMIT_TRAIN.value or None]
     test = splits["test"][:LIMIT_TEST.value or None]
     y_train = np.array([_scores_of(e, codecs) for e in train])
@@ -146,7 +147,8 @@ def run_variant(variant: str, data_dir: Path, out_dir: Path) -> dict:
     from aes_jax.eval import llm_scoring
     from aes_jax.eval import self_consistency as sc
     from aes_jax.eval.generate import SamplingConfig
-    from aes_jax.eval.run_eval import load_run, restore_params
+    from aes_jax import tasks
+    from aes_jax.runs import restore_params
     from aes_jax.train import loop
     from configs.llama_aes import get_config
 
@@ -170,15 +172,17 @@ def run_variant(variant: str, data_dir: Path, out_dir: Path) -> dict:
     workdir = out_dir / "runs" / f"{TAG.value}_{variant}"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    task = tasks.build(config, workdir)  # the same task trains, then scores
     start = time.perf_counter()
-    last = loop.train(config, workdir)
+    last = loop.train(task, config, workdir)
     train_s = time.perf_counter() - start
 
-    config, task = load_run(workdir)
     step, trainable, frozen = restore_params(workdir, config, task)
-    inputs = task.scoring_inputs("test", limit=LIMIT_TEST.value)
+    inputs = task.split_essays("test", limit=LIMIT_TEST.value)
+    fmt = task.score_format()
+    cfg, params = task.inference_model(trainable, frozen)
     start = time.perf_counter()
-    greedy = llm_scoring.score_inputs(task, trainable, frozen, inputs, batch_size=64,
+    greedy = llm_scoring.score_inputs(cfg, params, task.tokenizer, fmt, inputs, batch_size=64,
                                       max_new_tokens=4 * len(task.traits) + 8)
     greedy_s = time.perf_counter() - start
     traits, codecs = task.traits, task.codecs
@@ -194,16 +198,16 @@ def run_variant(variant: str, data_dir: Path, out_dir: Path) -> dict:
                  gold, greedy["expected"])]
     ms = sorted(int(m) for m in MS.value)
     sampling = SamplingConfig(max_new_tokens=4 * len(traits) + 8,
-                              temperature=TEMPERATURE.value, stop_token_ids=task.stop_token_ids(),
+                              temperature=TEMPERATURE.value, stop_token_ids=fmt.stop_token_ids(),
                               pad_token_id=task.tokenizer.pad_id)
     start = time.perf_counter()
-    bank = llm_scoring.sample_bank(task, trainable, frozen, inputs, ms[-1], sampling,
+    bank = llm_scoring.sample_bank(cfg, params, task.tokenizer, fmt, inputs, ms[-1], sampling,
                                    essays_per_batch=max(1, SAMPLE_ROWS.value // ms[-1]),
                                    seed=0, keep_texts=False)
     sample_s = time.perf_counter() - start
     sc.save_bank(bank, out_dir / f"{TAG.value}_{variant}_bank.json")
     samples, _ = sc.bank_arrays(bank)
-    fallbacks = [int(d) for d in task.fallback_digits]
+    fallbacks = list(fmt.fallback_digits)
     for method in sc.METHODS:
         for m in ms:
             votes = sc.vote(samples, m, method, fallbacks)

@@ -66,12 +66,11 @@ from aes_jax.interop import hf
 from aes_jax.interop.torch_ref import llama as torch_llama
 from aes_jax.losses.lm import masked_cross_entropy
 from aes_jax.models import lora as lora_lib
-from aes_jax.models.llama import Llama, LlamaConfig, init_lora
-from aes_jax.tasks.lm_lora import LMLoraTask
+from aes_jax.models.llama import Llama, LlamaConfig, flops_per_token, init_lora
 from aes_jax.train.metrics_writer import peak_flops
 from aes_jax.train.optim import make_optimizer
 from aes_jax.train.state import TrainState
-from aes_jax.train.step import make_train_step
+from aes_jax.train.step import make_train_step, stateless
 
 flags.set_default(OUT, "bench/results/train_step.json")
 for _name in ("model", "batch", "seq_len", "steps", "warmup", "dtype", "device", "scan_layers",
@@ -96,12 +95,6 @@ def optimizer_config(lr: float) -> dict[str, Any]:
             "schedule": "constant", "warmup_steps": 0, "clip_norm": CLIP_NORM}
 
 
-def flops_per_token(cfg: LlamaConfig, seq_len: int) -> float:
-    """`LMLoraTask.flops_per_token`, called on a stand-in for the task (it only reads
-    `model_cfg` and `config.data.seq_len`), so the formula is the task's own."""
-    stand_in = types.SimpleNamespace(
-        model_cfg=cfg, config=types.SimpleNamespace(data=types.SimpleNamespace(seq_len=seq_len)))
-    return LMLoraTask.flops_per_token(stand_in)
 
 
 def torch_peak_flops(device: torch.device) -> float | None:
@@ -115,11 +108,11 @@ def torch_peak_flops(device: torch.device) -> float | None:
 
 
 def make_loss_fn(cfg: LlamaConfig) -> Callable:
-    """loss_fn(trainable, frozen, batch, rng) as the lm_lora task defines it: the frozen and
+    """loss_fn(trainable, frozen, batch, rng, step) as the lm_lora task defines it: the frozen and
     trainable collections are merged, the dropout rng is passed, masked mean NLL."""
     model = Llama(cfg)
 
-    def loss_fn(trainable, frozen, batch, rng):
+    def loss_fn(trainable, frozen, batch, rng, step):
         logits = model.apply({**frozen, **trainable}, batch["input_ids"], rngs={"dropout": rng})
         return masked_cross_entropy(logits[:, :-1], batch["targets"], batch["loss_mask"]), {}
 
@@ -128,7 +121,7 @@ def make_loss_fn(cfg: LlamaConfig) -> Callable:
 
 def jax_setup(mode: str, cfg: LlamaConfig, params: dict,
               seed: int) -> tuple[LlamaConfig, dict, dict]:
-    """-> (model config, trainable, frozen) for `mode`, as LMLoraTask.init lays them out."""
+    """-> (model config, trainable, frozen) for `mode`, as CausalLM.init lays them out."""
     if mode == "lora":
         cfg = cfg.replace(lora=lora_lib.LoraConfig(rank=LORA_RANK, alpha=LORA_ALPHA, dropout=0.0,
                                                    targets=lora_lib.ATTENTION_TARGETS))
@@ -145,7 +138,7 @@ class JaxTrainer:
         optimizer, schedule = make_optimizer(optimizer_config(lr), total_steps)
         self.state = TrainState.create(trainable, optimizer, seed + 1, use_ema=False)
         self.frozen, self.batch = frozen, batch
-        step_fn = make_train_step(make_loss_fn(cfg), optimizer, schedule)
+        step_fn = make_train_step(stateless(make_loss_fn(cfg)), optimizer, schedule)
         t = time.perf_counter()
         self.compiled = jax.jit(step_fn, donate_argnums=0).lower(
             self.state, frozen, batch).compile()

@@ -9,14 +9,14 @@ Data: ASAP prompts with ASAP++ traits, ``DATA_DIR/prompt_{p}/{train,dev,test}.ts
 ../shared/data/README.md), with the files' own train/dev/test split. Without that folder
 the script prints why and exits with status 0 (a skip, not a failure). The data are read
 in place and never copied into the repository; the tokenised dataset is built with
-``aes_jax.data.asap.build_dataset`` under WORKDIR/data/ (reused while prompts, max_tokens
-and the source files' hashes are unchanged).
+``aes_jax.data.asap_records.build_dataset`` under WORKDIR/data/ (reused while prompts,
+max_tokens and the source files' hashes are unchanged).
 
 TRM: ``configs/trm_aes.py:VARIANT`` with data.dataset_dir set, total_steps/eval_every
 overridden when given, checkpoint_every = eval_every and keep_checkpoints large enough to
 keep every checkpoint; trained from scratch with ``aes_jax.train.loop.train`` in
 WORKDIR/runs/TAG/. Every checkpoint is evaluated on dev with
-``aes_jax.eval.run_eval.evaluate_run(..., split="dev", step=s)``; the one with the best dev
+``aes_jax.runs.evaluate_run(..., split="dev", step=s)``; the one with the best dev
 mean QWK (ties: lower dev mean RMSE, then the earlier step) is evaluated on test. The last
 checkpoint's test score is reported too, as a row of its own, for reference only.
 One TRM model is trained on all the selected prompts together (normalised targets).
@@ -98,7 +98,7 @@ def data_files(data_dir: Path, prompts: list[int]) -> list[Path] | None:
 def ensure_dataset(files: list[Path], prompts: list[int], max_tokens: int,
                    out_dir: Path) -> dict[str, Any]:
     """The tokenised dataset (file splits), rebuilt only when its inputs changed."""
-    from aes_jax.data import asap
+    from aes_jax.data import asap_records
 
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file():
@@ -110,9 +110,9 @@ def ensure_dataset(files: list[Path], prompts: list[int], max_tokens: int,
             log(f"dataset: reusing {out_dir}")
             return m
     log(f"dataset: building {out_dir} from {len(files)} files (max_tokens={max_tokens})")
-    m = asap.build_dataset(asap.BuildOptions(inputs=files, output_dir=out_dir,
-                                             prompts=tuple(prompts), max_tokens=max_tokens,
-                                             overwrite=True))
+    m = asap_records.build_dataset(asap_records.BuildOptions(
+        inputs=files, output_dir=out_dir, prompts=tuple(prompts), max_tokens=max_tokens,
+        overwrite=True))
     over = m["overlength"]["over_limit"]
     log(f"dataset: splits {m['splits']}; truncated to {max_tokens} tokens: {over or 'none'}; "
         f"skipped rows: {m['skipped'] or 'none'}")
@@ -234,7 +234,7 @@ def run_baselines(essays: dict[str, list], prompts: list[int]
 
 
 def read_predictions_csv(path: Path) -> dict[int, dict[int, tuple[int, float]]]:
-    """run_eval's predictions CSV -> {prompt: {essay_id: (gold, predicted_raw)}}."""
+    """evaluate_run's predictions CSV -> {prompt: {essay_id: (gold, predicted_raw)}}."""
     import csv
 
     out: dict[int, dict[int, tuple[int, float]]] = {}
@@ -379,7 +379,8 @@ def trm_row(result: dict[str, Any], prompts: list[int]) -> dict[str, Any]:
 def run_trm(dataset_dir: Path, run_dir: Path, prompts: list[int]) -> dict[str, Any]:
     import jax
 
-    from aes_jax.eval.run_eval import evaluate_run
+    from aes_jax import tasks
+    from aes_jax.runs import evaluate_run
     from aes_jax.train import loop
 
     config, overrides = trm_config(dataset_dir, MAX_TOKENS.value)
@@ -399,7 +400,7 @@ def run_trm(dataset_dir: Path, run_dir: Path, prompts: list[int]) -> dict[str, A
     tail = MetricsTail(run_dir / "metrics.jsonl", config.total_steps, t0)
     tail.start()
     try:
-        last = loop.train(config, run_dir)
+        last = loop.train(tasks.build(config, run_dir), config, run_dir)
     finally:
         tail.stop.set()
         tail.join()

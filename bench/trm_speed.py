@@ -14,7 +14,7 @@ of a 0-3 prompt. When the config trains traits (train_traits), the model has 1 +
 --num_traits outputs and a target mask with a quarter of the trait golds missing, as the
 task's masked MSE expects.
 
-JAX step = `aes_jax.train.step.make_train_step(TRMAesTask.loss, ...)` with the optimiser of
+JAX step = `aes_jax.train.step.make_train_step(stateless(TRMAesTask.loss), ...)` with the optimiser of
 `aes_jax.train.optim.make_optimizer(config.optimizer, config.total_steps)` (AdamW, the
 variant's lr / betas / eps / weight decay on matrices only, warmup + cosine schedule,
 clip 1.0), jitted with donate_argnums=0 as `aes_jax.train.loop` runs it (one device, so
@@ -60,10 +60,10 @@ from bench.llama_forward import (BATCH, DEVICE, OUT, SEED, SEQ_LEN, STEPS, WARMU
 from aes_jax.interop.torch_ref import llama as torch_llama
 from aes_jax.interop.torch_ref.trm import TorchTRM, load_jax_params
 from aes_jax.models.trm import TRM, TRMConfig, init_params
-from aes_jax.tasks.trm_aes import TRMAesTask
+from aes_jax.tasks.trm_aes import TRMAesOptions, TRMAesTask
 from aes_jax.train.optim import make_optimizer
 from aes_jax.train.state import TrainState
-from aes_jax.train.step import make_train_step
+from aes_jax.train.step import make_train_step, stateless
 
 flags.set_default(OUT, "bench/results/trm_speed.json")
 flags.set_default(BATCH, 0)
@@ -130,8 +130,9 @@ class JaxTrainer:
     """The loop's train step on TRMAesTask.loss, jitted with donate_argnums=0."""
 
     def __init__(self, config, cfg: TRMConfig, params: dict, batch: dict, total_steps: int):
-        stand_in = types.SimpleNamespace(config=config, model=TRM(cfg), model_cfg=cfg)
-        loss_fn = functools.partial(TRMAesTask.loss, stand_in)
+        stand_in = types.SimpleNamespace(options=TRMAesOptions.from_config(config),
+                                         model=TRM(cfg), model_cfg=cfg)
+        loss_fn = stateless(functools.partial(TRMAesTask.loss, stand_in))
         self.optimizer, self.schedule = make_optimizer(dict(config.optimizer), total_steps)
         self.state = TrainState.create({"params": params}, self.optimizer, SEED.value + 1,
                                        use_ema=False)

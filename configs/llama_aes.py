@@ -12,28 +12,33 @@
 Loss options, as in the PyTorch CLI: `ntl_weight` (0 = no number-token loss), `ntl_type`
 mse|was, `emo_weight` (0 = no EMO; negative = dynamic weighting), `mtl` (score + feedback
 vs score only), `train_ratio`. `weighting=uncertainty` learns the balance instead.
+Validated once by `aes_jax.tasks.llama_aes_options.LlamaAesOptions`.
 """
 
 import ml_collections
 
 from aes_jax.models.lora import ALL_LINEAR_TARGETS
-from aes_jax.train.sharding import DEFAULT_RULES
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = arg or "default"
-    if variant not in ("default", "tiny"):
-        raise ValueError(f"configs/llama_aes.py:{variant}: expected 'default' or 'tiny'")
-    tiny = variant == "tiny"
-    c = ml_collections.ConfigDict()
+    a = common.parse_arg(arg, variant="default")
+    if a.variant not in ("default", "tiny"):
+        raise ValueError(f"configs/llama_aes.py:{a.variant}: expected 'default' or 'tiny'")
+    tiny = a.variant == "tiny"
+
+    c = common.engine(
+        global_batch_size=4 if tiny else 16,
+        eval_batch_size=4 if tiny else 16,
+        total_steps=12 if tiny else 300,
+        log_every=1 if tiny else 10,
+        eval_every=6 if tiny else 100,
+        checkpoint_every=6 if tiny else 100,
+        keep_checkpoints=2,
+        optimizer=dict(lr=2e-3 if tiny else 3e-4, warmup_steps=2 if tiny else 20))
     c.task = "llama_aes"
-    c.seed = 0
-    # "" = the packaged SmolLM2-135M-Instruct; "tiny" = a tiny random LLaMA (byte tokenizer);
-    # otherwise a local HF LLaMA directory or .gguf file.
-    c.model = "tiny" if tiny else ""
-    c.tiny_model = ml_collections.ConfigDict(dict(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16))
+    common.add_causal_lm(c, tiny=tiny, lora_rank=16, lora_alpha=32.0,
+                         lora_targets=ALL_LINEAR_TARGETS)
 
     c.data = ml_collections.ConfigDict()
     # A dataset dir written by `launch.build_dataset --format=mtl` ({train,dev,test}.jsonl +
@@ -58,35 +63,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.emo_normalize = True
     c.weighting = "auto"  # auto (dynamic iff emo_weight < 0, else static) | static | dynamic | uncertainty
 
-    c.global_batch_size = 4 if tiny else 16
-    c.grad_accum_steps = 1
-    c.total_steps = 12 if tiny else 300
-    c.log_every = 1 if tiny else 10
-    c.eval_every = 6 if tiny else 100
-    c.eval_batch_size = 4 if tiny else 16
-    c.checkpoint_every = 6 if tiny else 100
-    c.keep_checkpoints = 2
-    c.async_checkpointing = True
-
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adamw", lr=2e-3 if tiny else 3e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
-        schedule="cosine", warmup_steps=2 if tiny else 20, min_lr_ratio=0.1, clip_norm=1.0))
-
-    c.use_lora = True
-    c.lora = ml_collections.ConfigDict(dict(
-        rank=16, alpha=32.0, dropout=0.05, targets=ALL_LINEAR_TARGETS, use_rslora=False))
-
     # Decoding for launch.score / launch.self_consistency (the answer is short).
     c.sampling = ml_collections.ConfigDict(dict(max_new_tokens=128, batch_size=16))
-
-    c.dtype = "float32"  # compute dtype; "bfloat16" keeps float32 master weights
-    c.param_dtype = "float32"
-    c.scan_layers = True
-    c.remat = False
-    c.ema_decay = 0.0
-
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    c.sharding_rules = [list(rule) for rule in DEFAULT_RULES]
-    c.peak_flops_per_device = 0.0
-    c.sleep_per_step_s = 0.0
     return c

@@ -13,7 +13,7 @@ dropout 0.1; about 37M params with bert-base-uncased embeddings).
 
 import ml_collections
 
-from aes_jax.train.sharding import DEFAULT_RULES
+from configs import common
 
 _MODELS = {
     "demo": dict(hidden_size=64, num_heads=4, intermediate_size=128, h_cycles=2, l_cycles=2,
@@ -26,12 +26,23 @@ _MODELS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = arg or "demo"
+    a = common.parse_arg(arg, variant="demo")
+    variant = a.variant
     if variant not in _MODELS:
         raise ValueError(f"configs/trm_aes.py:{variant}: expected one of {sorted(_MODELS)}")
-    c = ml_collections.ConfigDict()
+    paper = variant == "paper"
+
+    c = common.engine(
+        global_batch_size={"demo": 16, "cpu": 32, "paper": 32}[variant],
+        eval_batch_size=32, keep_checkpoints=3,
+        total_steps={"demo": 300, "cpu": 150, "paper": 20000}[variant],
+        log_every={"demo": 20, "cpu": 10, "paper": 100}[variant],
+        eval_every={"demo": 100, "cpu": 50, "paper": 1000}[variant],
+        checkpoint_every={"demo": 100, "cpu": 50, "paper": 1000}[variant],
+        optimizer=dict(lr=1e-5 if paper else 1e-3, b2=0.95, weight_decay=0.01,
+                       warmup_steps=500 if paper else 20),
+        ema_decay=0.0)  # e.g. 0.999: evaluate with an EMA of the params
     c.task = "trm_aes"
-    c.seed = 0
 
     c.data = ml_collections.ConfigDict()
     # Built by launch.build_dataset; "" = build the synthetic demo corpus into WORKDIR/data.
@@ -43,30 +54,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(dict(
         **_MODELS[variant], num_layers=2, rms_norm_eps=1e-5, rope_theta=10000.0,
-        dropout=0.1 if variant == "paper" else 0.0))
+        dropout=0.1 if paper else 0.0))
     c.train_traits = True  # also regress the dataset's ASAP++ traits (outputs 1..T)
     c.use_halting = True  # train the Q-head; at evaluation halt where it says so
     c.eval_halting = True  # False: always run n_sup steps at evaluation
-
-    c.global_batch_size = {"demo": 16, "cpu": 32, "paper": 32}[variant]
-    c.grad_accum_steps = 1
-    c.total_steps = {"demo": 300, "cpu": 150, "paper": 20000}[variant]
-    c.log_every = {"demo": 20, "cpu": 10, "paper": 100}[variant]
-    c.eval_every = {"demo": 100, "cpu": 50, "paper": 1000}[variant]
-    c.eval_batch_size = 32
-    c.checkpoint_every = {"demo": 100, "cpu": 50, "paper": 1000}[variant]
-    c.keep_checkpoints = 3
-    c.async_checkpointing = True
-
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adamw", lr=1e-5 if variant == "paper" else 1e-3, b1=0.9, b2=0.95, eps=1e-8,
-        weight_decay=0.01, schedule="cosine", warmup_steps=20 if variant != "paper" else 500,
-        min_lr_ratio=0.1, clip_norm=1.0))
-    c.ema_decay = 0.0  # e.g. 0.999: evaluate with an EMA of the params
-
     c.dtype = "float32"
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    c.sharding_rules = [list(rule) for rule in DEFAULT_RULES]
-    c.peak_flops_per_device = 0.0
-    c.sleep_per_step_s = 0.0
     return c

@@ -10,11 +10,12 @@
     # the synthetic demo corpus (no download needed)
     python -m launch.build_dataset --demo --output_dir=data/demo
 
-Writes ``{train,dev,test}.array_record`` and ``manifest.json`` (see aes_jax/data/asap.py);
-read them with ``aes_jax.data.asap.AsapDataSource(output_dir, split)``.
+Writes ``{train,dev,test}.array_record`` and ``manifest.json`` (see
+aes_jax/data/asap_records.py); read them with
+``aes_jax.data.asap_records.AsapDataSource(output_dir, split)``.
 
 ``--format=mtl`` builds the instruction data of the LLaMA-AES multi-trait scorer instead
-(see aes_jax/data/prompts.py): ``{train,dev,test}.jsonl`` of instruction/output pairs and
+(see aes_jax/data/mtl_dataset.py): ``{train,dev,test}.jsonl`` of instruction/output pairs and
 ``manifest.json`` naming the traits and their digit codecs. ``--input`` is then ASAP++
 trait TSVs (as above), an ELLIPSE csv (Kaggle train.csv layout) or a folder of ArTS
 ``fold_k.csv`` files (detected from the path and header):
@@ -138,14 +139,12 @@ def _summary(manifest: dict) -> str:
 def main(argv):
     del argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from aes_jax.data import asap
-
     try:
         if FORMAT.value == "mtl":
             run_mtl()
         else:
             _reject_flags(_MTL_ONLY, "--format=mtl")
-            run(asap)
+            run()
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         # Bad input or options: the message names the file/line or flag; a traceback
         # would only bury it. (AsapFormatError is a ValueError.)
@@ -153,16 +152,18 @@ def main(argv):
         sys.exit(1)
 
 
-def run(asap) -> None:
+def run() -> None:
     """Build the dataset (or the length report) from the flags; prints a summary."""
-    opts = asap.BuildOptions(
+    from aes_jax.data import asap, asap_records, splits
+
+    opts = asap_records.BuildOptions(
         inputs=_inputs(),
         output_dir=OUTPUT_DIR.value,
         prompts=asap.parse_prompt_set(PROMPT_SET.value),
         max_tokens=MAX_TOKENS.value,
         overlength=OVERLENGTH.value,
         limit_train_essays=LIMIT_TRAIN.value,
-        split=asap.parse_split_fractions(SPLIT.value) if SPLIT.value else None,
+        split=splits.parse_split_fractions(SPLIT.value) if SPLIT.value else None,
         split_file=SPLIT_FILE.value,
         seed=SEED.value,
         tokenizer_dir=TOKENIZER_DIR.value,
@@ -172,11 +173,13 @@ def run(asap) -> None:
         overwrite=OVERWRITE.value,
     )
     if ANALYZE.value:
-        report = asap.analyze_lengths(opts)
-        print(asap.format_length_report(report))
+        from aes_jax.data import length_report
+
+        report = length_report.analyze_lengths(opts)
+        print(length_report.format_length_report(report))
         print(f"histogram: {report['png']}")
         return
-    print(_summary(asap.build_dataset(opts)))
+    print(_summary(asap_records.build_dataset(opts)))
 
 
 def _reject_flags(names, needs: str) -> None:

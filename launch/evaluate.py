@@ -19,7 +19,7 @@ def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from aes_jax.eval.run_eval import evaluate_run
+    from aes_jax.runs import evaluate_run
 
     result = evaluate_run(RUN.value, SPLIT.value, STEP.value, EMA.value, OUT.value)
     print(json.dumps(result, indent=2))

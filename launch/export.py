@@ -27,9 +27,12 @@ def export_converted(ckpt: str, out: str) -> list[Path]:
 
 
 def export_run(run: str, out: str, step: int | None, use_ema: bool) -> list[Path]:
-    from aes_jax.eval.run_eval import load_run, restore_params
+    from aes_jax.runs import load_run, restore_params
+    from aes_jax.tasks.capabilities import Exporter
 
     config, task = load_run(run)
+    if not isinstance(task, Exporter):
+        raise app.UsageError(f"{run}: task {config.task!r} has no export")
     step, trainable, frozen = restore_params(run, config, task, step, use_ema)
     print(f"exporting {run} step {step}")
     return task.export(trainable, frozen, out)

@@ -97,7 +97,8 @@ def run_sampling() -> Path:
     from aes_jax.eval import llm_scoring
     from aes_jax.eval import self_consistency as sc
     from aes_jax.eval.generate import SamplingConfig
-    from aes_jax.eval.run_eval import load_run, restore_params
+    from aes_jax.runs import load_run, restore_params
+    from aes_jax.tasks.capabilities import GenerativeScorer
 
     if not RUN_DIR.value:
         raise app.UsageError("run: give --run=WORKDIR (a LLaMA-AES training run)")
@@ -105,17 +106,19 @@ def run_sampling() -> Path:
         raise app.UsageError(f"run: {RUN_DIR.value} has no config.json; --run must be a "
                              "training run directory")
     config, task = load_run(RUN_DIR.value)
-    if not hasattr(task, "scoring_inputs"):
+    if not isinstance(task, GenerativeScorer):
         raise app.UsageError(f"run: {RUN_DIR.value} is a {config.task!r} run; self-consistency "
                              "needs a generative scorer (llama_aes)")
     step, trainable, frozen = restore_params(RUN_DIR.value, config, task)
-    inputs = task.scoring_inputs(SPLIT.value, limit=LIMIT.value)
+    inputs = task.split_essays(SPLIT.value, limit=LIMIT.value)
+    fmt = task.score_format()
     sampling = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS.value,
                               temperature=TEMPERATURE.value, top_k=TOP_K.value,
-                              top_p=TOP_P.value, stop_token_ids=task.stop_token_ids(),
+                              top_p=TOP_P.value, stop_token_ids=fmt.stop_token_ids(),
                               pad_token_id=task.tokenizer.pad_id)
+    cfg, params = task.inference_model(trainable, frozen)
     bank = llm_scoring.sample_bank(
-        task, trainable, frozen, inputs, NUM_SAMPLES.value, sampling,
+        cfg, params, task.tokenizer, fmt, inputs, NUM_SAMPLES.value, sampling,
         essays_per_batch=max(1, BATCH_SIZE.value // NUM_SAMPLES.value), seed=SEED.value,
         meta={"run": str(RUN_DIR.value), "step": step, "split": SPLIT.value,
               "device": jax.devices()[0].device_kind})

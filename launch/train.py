@@ -35,13 +35,18 @@ def main(argv):
                            PROCESS_ID.value)
     import jax
 
+    from aes_jax import tasks
+    from aes_jax.tasks.capabilities import PreparesData
     from aes_jax.train import loop
 
     workdir = Path(WORKDIR.value)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(CONFIG.value.to_json_best_effort(indent=2) + "\n")
-    last = loop.train(CONFIG.value, workdir)
+    task = tasks.build(CONFIG.value, workdir)
+    if isinstance(task, PreparesData):  # e.g. the demo dataset when the config names none
+        task.prepare_data()
+    last = loop.train(task, CONFIG.value, workdir)
     if jax.process_index() == 0:
         summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
                             if k == "loss" or k.startswith("eval_"))

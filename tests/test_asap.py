@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aes_jax.data import asap, asap_demo
+from aes_jax.data import asap, asap_demo, splits, wordpiece
+from aes_jax.data.asap_records import (AsapDataSource, BuildOptions, build_dataset,
+                                       build_demo_dataset, load_manifest)
 
 REPO = Path(__file__).resolve().parents[1]
 FIVE = ["Content", "Organization", "Word Choice", "Sentence Fluency", "Conventions"]
@@ -216,17 +218,19 @@ def test_a_quoted_essay_may_span_lines(tmp_path):
 
 def test_assemble_ids_layout_and_truncation():
     cls, sep = 101, 102
-    assert asap.assemble_ids([5, 6, 7], cls, sep) == ([101, 5, 6, 7, 102], 5)
-    assert asap.assemble_ids([5, 6], cls, sep, prompt_ids=[9]) == ([101, 9, 102, 5, 6, 102], 6)
-    ids, full = asap.assemble_ids(list(range(20)), cls, sep, prompt_ids=[9, 9], max_tokens=8)
+    assert wordpiece.assemble_ids([5, 6, 7], cls, sep) == ([101, 5, 6, 7, 102], 5)
+    assert (wordpiece.assemble_ids([5, 6], cls, sep, prompt_ids=[9])
+            == ([101, 9, 102, 5, 6, 102], 6))
+    ids, full = wordpiece.assemble_ids(list(range(20)), cls, sep, prompt_ids=[9, 9],
+                                       max_tokens=8)
     assert ids == [101, 9, 9, 102, 0, 1, 2, 102] and full == 25
     with pytest.raises(ValueError, match="no room for the essay"):
-        asap.assemble_ids([5], cls, sep, prompt_ids=[9] * 6, max_tokens=8)
+        wordpiece.assemble_ids([5], cls, sep, prompt_ids=[9] * 6, max_tokens=8)
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return asap.load_tokenizer()
+    return wordpiece.load_tokenizer()
 
 
 def test_wordpiece_tokenizer_is_uncased_bert_without_padding_or_truncation(tokenizer):
@@ -235,8 +239,8 @@ def test_wordpiece_tokenizer_is_uncased_bert_without_padding_or_truncation(token
     (short, long_) = tokenizer.encode_many(["Dear Editor", "word " * 300])
     assert short == tokenizer.encode_many(["dear editor"])[0] and len(short) == 2
     assert len(long_) == 300  # the packaged tokenizer.json would cut this at 128
-    ids, _ = asap.assemble_ids(short, tokenizer.cls_id, tokenizer.sep_id,
-                               prompt_ids=tokenizer.encode_many(["the prompt"])[0])
+    ids, _ = wordpiece.assemble_ids(short, tokenizer.cls_id, tokenizer.sep_id,
+                                    prompt_ids=tokenizer.encode_many(["the prompt"])[0])
     tokens = [tokenizer.tokenizer.id_to_token(i) for i in ids]
     assert tokens == ["[CLS]", "the", "prompt", "[SEP]", "dear", "editor", "[SEP]"]
 
@@ -259,9 +263,9 @@ def synthetic_essays(seed=0):
 def test_stratified_split_is_deterministic_balanced_and_order_free():
     essays = synthetic_essays()
     fractions = (0.6, 0.2, 0.2)
-    split = asap.stratified_split(essays, fractions, seed=3)
-    assert split == asap.stratified_split(essays[::-1], fractions, seed=3)
-    assert split != asap.stratified_split(essays, fractions, seed=4)
+    split = splits.stratified_split(essays, fractions, seed=3)
+    assert split == splits.stratified_split(essays[::-1], fractions, seed=3)
+    assert split != splits.stratified_split(essays, fractions, seed=4)
     for prompt in (1, 3):
         group = [e for e in essays if e.prompt == prompt]
         for s, f in zip(asap.SPLITS, fractions):
@@ -275,10 +279,10 @@ def test_stratified_split_is_deterministic_balanced_and_order_free():
 
 
 def test_split_options_are_checked(tmp_path):
-    assert asap.parse_split_fractions("0.8,0.1,0.1") == (0.8, 0.1, 0.1)
+    assert splits.parse_split_fractions("0.8,0.1,0.1") == (0.8, 0.1, 0.1)
     for bad in ("0.5,0.5", "0.6,0.3,0.3", "a,b,c", "0,0.5,0.5"):
         with pytest.raises(ValueError, match="split"):
-            asap.parse_split_fractions(bad)
+            splits.parse_split_fractions(bad)
     assert asap.parse_prompt_set("all") is None
     assert asap.parse_prompt_set("7, 1,2") == (1, 2, 7)
     with pytest.raises(ValueError, match="'9' is not an ASAP prompt"):
@@ -286,10 +290,10 @@ def test_split_options_are_checked(tmp_path):
     split_file = tmp_path / "split.csv"
     split_file.write_text("essay_id,split\n1,train\n2,dev\n3,holdout\n")
     with pytest.raises(asap.AsapFormatError, match=f"{split_file}:4: expected 'essay_id,split'"):
-        asap.read_split_file(split_file)
+        splits.read_split_file(split_file)
     split_file.write_text("1,train\n2,dev\n1,test\n")
     with pytest.raises(asap.AsapFormatError, match=f"{split_file}:3: essay 1 .* on line 1"):
-        asap.read_split_file(split_file)
+        splits.read_split_file(split_file)
 
 
 # ----------------------------------------------------------------------------- building
@@ -316,8 +320,8 @@ def write_traits_splits(root: Path) -> list[Path]:
 def test_build_keeps_file_splits_and_the_source_reads_them_back(tmp_path):
     paths = write_traits_splits(tmp_path / "in")
     out = tmp_path / "ds"
-    manifest = asap.build_dataset(asap.BuildOptions(inputs=[str(tmp_path / "in")],
-                                                    output_dir=out, max_tokens=20))
+    manifest = build_dataset(BuildOptions(inputs=[str(tmp_path / "in")],
+                                          output_dir=out, max_tokens=20))
     assert manifest["splits"] == {"train": 12, "dev": 4, "test": 4}
     assert manifest["split"]["rule"] == "input files"
     assert manifest["counts"] == {"train": {"3": 12}, "dev": {"3": 4}, "test": {"3": 4}}
@@ -328,9 +332,9 @@ def test_build_keeps_file_splits_and_the_source_reads_them_back(tmp_path):
     # scores 2 and 3 run past 20 tokens: truncated, and counted per split and prompt
     assert manifest["overlength"]["over_limit"] == {"train": {"3": 6}, "dev": {"3": 2},
                                                     "test": {"3": 2}}
-    assert asap.load_manifest(out) == manifest
+    assert load_manifest(out) == manifest
 
-    train = asap.AsapDataSource(out, "train")
+    train = AsapDataSource(out, "train")
     assert len(train) == 12
     rec = train[3]
     assert rec["essay_id"] == 103 and rec["prompt"] == 3 and rec["score"] == 3
@@ -346,11 +350,11 @@ def test_build_keeps_file_splits_and_the_source_reads_them_back(tmp_path):
     assert [r["essay_id"] for r in train.__getitems__([0, 11])] == [100, 111]
 
     import grain  # the source is what grain's MapDataset reads
-    batch = next(iter(grain.MapDataset.source(asap.AsapDataSource(out, "dev"))
+    batch = next(iter(grain.MapDataset.source(AsapDataSource(out, "dev"))
                       .map(lambda r: r["score"]).batch(4)))
     assert batch.tolist() == [0, 1, 2, 3]
     with pytest.raises(FileExistsError, match="already holds a dataset"):
-        asap.build_dataset(asap.BuildOptions(inputs=[str(tmp_path / "in")], output_dir=out))
+        build_dataset(BuildOptions(inputs=[str(tmp_path / "in")], output_dir=out))
 
 
 def test_build_with_drop_limit_and_split_file(tmp_path):
@@ -358,7 +362,7 @@ def test_build_with_drop_limit_and_split_file(tmp_path):
     split_file = tmp_path / "split.csv"
     split_file.write_text("essay_id,split\n" + "".join(
         f"{i},{'train' if i < 112 else 'test'}\n" for i in range(100, 118)))  # 118, 119 absent
-    manifest = asap.build_dataset(asap.BuildOptions(
+    manifest = build_dataset(BuildOptions(
         inputs=[str(tmp_path / "in")], output_dir=tmp_path / "ds", max_tokens=20,
         overlength="drop", split_file=split_file, limit_train_essays=4))
     assert manifest["split"]["rule"] == "split_file"
@@ -367,25 +371,25 @@ def test_build_with_drop_limit_and_split_file(tmp_path):
     assert manifest["overlength"]["dropped"] == {"train": {"3": 6}, "test": {"3": 2}}
     assert manifest["split"]["train_essays_removed_by_limit"] == 2
     assert manifest["splits"] == {"train": 4, "dev": 0, "test": 4}
-    assert len(asap.AsapDataSource(tmp_path / "ds", "dev")) == 0
+    assert len(AsapDataSource(tmp_path / "ds", "dev")) == 0
 
 
 def test_stratified_split_of_an_official_file(tmp_path):
     lines = [official_line(i, 4, "word " * (i % 4 + 1), i % 4) for i in range(1, 41)]
     path = official_file(tmp_path / "training_set_rel3.tsv", lines)
     kwargs = dict(inputs=[path], split=(0.5, 0.25, 0.25), seed=1)
-    m1 = asap.build_dataset(asap.BuildOptions(output_dir=tmp_path / "a", **kwargs))
-    m2 = asap.build_dataset(asap.BuildOptions(output_dir=tmp_path / "b", **kwargs))
+    m1 = build_dataset(BuildOptions(output_dir=tmp_path / "a", **kwargs))
+    m2 = build_dataset(BuildOptions(output_dir=tmp_path / "b", **kwargs))
     assert m1["splits"] == {"train": 20, "dev": 10, "test": 10}
     assert m1["split"] == {**m2["split"], "seed": 1} and m1["split"]["rule"] == "stratified"
     assert m1["trait_names"] == []
 
     def essay_ids(directory):
-        return {s: [r["essay_id"] for r in asap.AsapDataSource(directory, s).__getitems__(
+        return {s: [r["essay_id"] for r in AsapDataSource(directory, s).__getitems__(
             range(m1["splits"][s]))] for s in asap.SPLITS}
 
     assert essay_ids(tmp_path / "a") == essay_ids(tmp_path / "b")  # same seed, same split
-    src = asap.AsapDataSource(tmp_path / "a", "train")
+    src = AsapDataSource(tmp_path / "a", "train")
     per_score = np.bincount([int(src[i]["score"]) for i in range(len(src))], minlength=4)
     assert np.all(np.abs(per_score - 5) <= 1)  # 10 essays per score, half of each in train
 
@@ -427,6 +431,16 @@ def test_demo_corpus_is_official_format_labelled_and_learnable(tmp_path):
         path.read_bytes()
 
 
+def test_build_demo_dataset_builds_once(tmp_path):
+    out = build_demo_dataset(tmp_path / "data", max_tokens=64)
+    manifest = load_manifest(out)
+    assert manifest["max_tokens"] == 64 and manifest["prompts"] == [1, 3, 4]
+    assert (tmp_path / "demo_training_set.tsv").is_file()
+    written = (out / "manifest.json").stat().st_mtime_ns
+    assert build_demo_dataset(out, max_tokens=64) == out
+    assert (out / "manifest.json").stat().st_mtime_ns == written  # kept, not rebuilt
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -443,7 +457,7 @@ def test_cli_builds_the_demo_corpus_end_to_end(tmp_path, tokenizer):
     out = tmp_path / "ds"
     stdout = run_cli(f"--input={demo}", f"--output_dir={out}", "--prompt_set=1,3",
                      "--max_tokens=64", "--overlength=drop", "--seed=2")
-    manifest = asap.load_manifest(out)
+    manifest = load_manifest(out)
     assert manifest["prompts"] == [1, 3]
     assert manifest["prompts_filtered_out"] == {"4": asap_demo.ESSAYS_PER_PROMPT[4]}
     dropped = sum(n for d in manifest["overlength"]["dropped"].values() for n in d.values())
@@ -452,7 +466,7 @@ def test_cli_builds_the_demo_corpus_end_to_end(tmp_path, tokenizer):
     assert sum(manifest["splits"].values()) == total - dropped
     assert manifest["split"]["rule"] == "stratified" and manifest["split"]["seed"] == 2
     for split in asap.SPLITS:
-        src = asap.AsapDataSource(out, split)
+        src = AsapDataSource(out, split)
         assert len(src) == manifest["splits"][split] > 0
         rec = src[0]
         assert rec["input_ids"][0] == 101 and len(rec["input_ids"]) <= 64
@@ -469,10 +483,10 @@ def test_cli_builds_the_demo_corpus_end_to_end(tmp_path, tokenizer):
     out2 = tmp_path / "ds2"
     run_cli(f"--input={demo}", f"--output_dir={out2}", "--prompt_set=3",
             f"--split_file={split_file}", f"--prompt_texts={prompts}")
-    manifest = asap.load_manifest(out2)
+    manifest = load_manifest(out2)
     assert manifest["split"]["rule"] == "split_file"
     assert manifest["tokenizer"]["layout"] == "[CLS] prompt [SEP] essay [SEP]"
-    rec = asap.AsapDataSource(out2, "dev")[0]
+    rec = AsapDataSource(out2, "dev")[0]
     head = [101, *tokenizer.encode_many(["Describe the setting."])[0], 102]
     assert rec["input_ids"][:len(head)].tolist() == head and len(head) == 6
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from aes_jax.data import prompts
+from aes_jax.data import mtl_io
+from aes_jax.data.answer_format import format_output
+from aes_jax.data.score_codec import ScoreCodec
 from aes_jax.eval import llm_scoring
 from aes_jax.eval.generate import SamplingConfig, generate, left_pad
 from aes_jax.losses import emo, number_tokens, weighting
@@ -23,11 +25,11 @@ from configs.llama_aes import get_config
 from tests.train_utils import REPO, env, read_metrics, run_train
 
 TRAITS = ("content", "language")
-CODECS = (prompts.ScoreCodec(1, 4), prompts.ScoreCodec(1.0, 3.0, 0.5))  # digits 1-4 and 1-5
+CODECS = (ScoreCodec(1, 4), ScoreCodec(1.0, 3.0, 0.5))  # digits 1-4 and 1-5
 WORDS = ["good", "weak", "clear", "messy", "strong", "plain"]
 
 
-def _example(i: int, rng: np.random.Generator) -> prompts.MtlExample:
+def _example(i: int, rng: np.random.Generator) -> mtl_io.MtlExample:
     """A short essay whose scores follow its words, so a tiny model can learn something."""
     q = rng.integers(0, 3)
     essay = " ".join(WORDS[2 * (q % 3) + int(rng.integers(0, 2))] for _ in range(6))
@@ -35,8 +37,8 @@ def _example(i: int, rng: np.random.Generator) -> prompts.MtlExample:
     language = [1.0, 2.0, 3.0][q]
     digits = [CODECS[0].encode(content), CODECS[1].encode(language)]
     feedback = f"The essay is {WORDS[2 * q]}."
-    return prompts.MtlExample(instruction=f"Score it.\n\nEssay:\n{essay}",
-                              output=prompts.format_output(digits, feedback),
+    return mtl_io.MtlExample(instruction=f"Score it.\n\nEssay:\n{essay}",
+                              output=format_output(digits, feedback),
                               essay_id=f"e{i}", traits=TRAITS,
                               scores=(float(content), language))
 
@@ -48,10 +50,10 @@ def data_dir(tmp_path_factory):
               "dev": [_example(100 + i, rng) for i in range(8)],
               "test": [_example(200 + i, rng) for i in range(8)]}
     out = tmp_path_factory.mktemp("mtl")
-    manifest = prompts.mtl_manifest(TRAITS, CODECS, {k: len(v) for k, v in splits.items()},
+    manifest = mtl_io.mtl_manifest(TRAITS, CODECS, {k: len(v) for k, v in splits.items()},
                                     {"dataset": "fixture", "split": {"rule": "fixed"},
                                      "feedback": {"mode": "fixture"}})
-    prompts.write_mtl_dir(out, splits, manifest, overwrite=True)
+    mtl_io.write_mtl_dir(out, splits, manifest, overwrite=True)
     return out
 
 
@@ -78,11 +80,11 @@ def test_loss_is_the_documented_combination(data_dir, tmp_path, mode):
     assert task.weighting == mode
     trainable, frozen = task.init(jax.random.key(0))
     batch = _batch(task)
-    loss, aux = task.loss(trainable, frozen, batch, jax.random.key(1))
+    loss, aux = task.loss(trainable, frozen, batch, jax.random.key(1), 0)
 
-    logits = task.model.apply({**frozen, **trainable}, batch["input_ids"],
-                              rngs={"dropout": jax.random.key(1)})
-    ids, values = jnp.asarray(task.digit_ids), jnp.asarray(task.digit_values)
+    lm_vars = {**frozen, **{k: v for k, v in trainable.items() if k != "loss_weights"}}
+    logits = task.lm.module.apply(lm_vars, batch["input_ids"], rngs={"dropout": jax.random.key(1)})
+    ids, values = (jnp.asarray(x) for x in task.digit_tokens)
     ce = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])
     ntl = number_tokens.ntl_mse(logits, batch["targets"], batch["digit_mask"], ids, values)
     head = frozen["params"]["lm_head"].T  # the tiny model's head is untied: [V, D]
@@ -94,7 +96,7 @@ def test_loss_is_the_documented_combination(data_dir, tmp_path, mode):
     np.testing.assert_allclose([float(aux["ce_loss"]), float(aux["ntl_loss"]),
                                 float(aux["emo_loss"])], [ce, ntl, e], rtol=1e-5)
     if mode == "uncertainty":
-        grads = jax.grad(lambda t: task.loss(t, frozen, batch, jax.random.key(1))[0])(trainable)
+        grads = jax.grad(lambda t: task.loss(t, frozen, batch, jax.random.key(1), 0)[0])(trainable)
         assert float(jnp.abs(grads["loss_weights"]["log_vars"]).sum()) > 0
 
 
@@ -102,7 +104,7 @@ def test_batch_masks_point_at_digits_and_feedback(data_dir, tmp_path):
     task = LlamaAesTask(tiny_config(data_dir), tmp_path)
     batch = jax.device_get(_batch(task))
     digit_targets = batch["targets"][batch["digit_mask"]]
-    assert set(digit_targets.tolist()) <= set(task.digit_ids.tolist())
+    assert set(digit_targets.tolist()) <= set(task.digit_tokens[0].tolist())
     # byte tokenizer: digit d is id ord(d) + 3, so the recorded value is the digit itself
     np.testing.assert_array_equal(batch["digit_value"][batch["digit_mask"]],
                                   digit_targets - (ord("0") + 3))
@@ -117,7 +119,7 @@ def test_score_only_training_drops_feedback(data_dir, tmp_path):
     task = LlamaAesTask(tiny_config(data_dir, mtl=False), tmp_path)
     batch = jax.device_get(_batch(task))
     assert not batch["feedback_mask"].any()
-    assert task._active() == ("ce", "ntl")
+    assert task.options.active_terms == ("ce", "ntl")
     answers = [task.tokenizer.decode(batch["targets"][r][batch["loss_mask"][r]].tolist())
                for r in range(len(batch["targets"]))]
     assert all("Feedback" not in a for a in answers)
@@ -168,7 +170,7 @@ def test_scoring_report_qwk_per_trait(data_dir, tmp_path):
     pred = np.clip(gold + rng.integers(-1, 2, gold.shape), [1, 1], [4, 5])
     result = {"gold": gold, "greedy": pred, "expected": gold, "parse_failures": 2,
               "answers_not_ok": 1}
-    report = llm_scoring.scoring_report(task, result)
+    report = llm_scoring.scoring_report(task.score_format(), result)
     for k, (trait, lo_hi) in enumerate(zip(TRAITS, [(1, 4), (1, 5)])):
         ref = cohen_kappa_score(gold[:, k].astype(int), pred[:, k].astype(int),
                                 weights="quadratic", labels=list(range(lo_hi[0], lo_hi[1] + 1)))
@@ -227,7 +229,7 @@ def test_score_split_and_jsonl(trained_run, data_dir, tmp_path):
 
     # a JSONL file without gold: scored, no metrics
     jsonl = tmp_path / "new.jsonl"
-    prompts.write_jsonl(jsonl, [prompts.MtlExample("Score it.\n\nEssay:\ngood clear", "")])
+    mtl_io.write_jsonl(jsonl, [mtl_io.MtlExample("Score it.\n\nEssay:\ngood clear", "")])
     out2 = tmp_path / "new.csv"
     proc = _run("launch.score", f"--ckpt={trained_run}", str(jsonl), f"--out={out2}")
     rows = list(csv.DictReader(open(out2)))

@@ -39,3 +39,20 @@ def test_weighted_mse_mask_skips_missing_outputs(rng):
                         jnp.asarray(mask))
     per_row = [np.mean((pred[i][mask[i]] - target[i][mask[i]]) ** 2) for i in range(4)]
     np.testing.assert_allclose(float(ours), np.mean(per_row), rtol=1e-6)
+
+
+def test_masked_mean_floors():
+    from aes_jax.losses.reduce import COUNT_FLOOR, WEIGHT_FLOOR, masked_mean
+
+    values = jnp.asarray([[2.0, 4.0, 8.0], [1.0, 3.0, 5.0]])
+    mask = jnp.asarray([[True, False, True], [False, False, False]])
+    # Empty rows / masks are 0 under either floor, never NaN.
+    for floor in (COUNT_FLOOR, WEIGHT_FLOOR):
+        np.testing.assert_array_equal(masked_mean(values, mask, floor=floor, axis=-1), [5.0, 0.0])
+        assert float(masked_mean(values, jnp.zeros_like(mask), floor=floor)) == 0.0
+    assert float(masked_mean(values, mask)) == 5.0
+    # Fractional weights summing below 1: only the weight floor keeps a weighted average.
+    w = jnp.asarray([0.25, 0.25])
+    row = jnp.asarray([2.0, 6.0])
+    assert float(masked_mean(row, w, floor=WEIGHT_FLOOR)) == 4.0
+    assert float(masked_mean(row, w, floor=COUNT_FLOOR)) == 2.0

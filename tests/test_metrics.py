@@ -218,6 +218,104 @@ def test_per_trait_report_errors_name_the_trait():
         metrics.per_trait_report(PROMPTS, {"x": np.full(8, np.nan)}, {"x": RAW}, {})
 
 
+# --------------------------------------------------------------------------- trait reports
+
+
+class LinearCodec:
+    """Test double for a score codec: digits lo..hi <-> scores first + (d - lo) * step."""
+
+    def __init__(self, lo: int, hi: int, first: float, step: float):
+        self.digit_range = (lo, hi)
+        self._first, self._step = first, step
+
+    def to_scores(self, digits):
+        return self._first + (np.asarray(digits, np.float64) - self.digit_range[0]) * self._step
+
+
+TRAITS = ["Cohesion", "Word Choice", "Conventions"]
+CODECS = [LinearCodec(1, 9, 1.0, 0.5),   # ELLIPSE-like: digits 1..9 are 1.0..5.0 in halves
+          LinearCodec(0, 3, 0.0, 1.0),   # identity digits
+          LinearCodec(2, 6, 10.0, 5.0)]  # a scale far from the digits: MCRMSE must use it
+
+
+def _trait_case(seed: int, n: int = 60):
+    rng = np.random.default_rng(seed)
+    gold = np.stack([rng.integers(c.digit_range[0], c.digit_range[1] + 1, n)
+                     for c in CODECS], axis=1).astype(np.float32)
+    # Real-valued predictions near the gold, some beyond the range (clipped for QWK only).
+    pred = (gold + rng.normal(0, 1.2, gold.shape)).astype(np.float32)
+    return gold, pred
+
+
+def _numpy_mcrmse(gold, pred):
+    t = np.stack([c.to_scores(gold[:, k]) for k, c in enumerate(CODECS)], axis=1)
+    p = np.stack([c.to_scores(pred[:, k]) for k, c in enumerate(CODECS)], axis=1)
+    return float(np.mean(np.sqrt(np.mean((t - p) ** 2, axis=0))))
+
+
+def test_trait_key():
+    assert metrics.trait_key("Word Choice") == "word_choice"
+    assert metrics.trait_key("cohesion") == "cohesion"
+    assert metrics.trait_key("Sentence  Fluency") == "sentence__fluency"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_trait_report_matches_sklearn_and_numpy(seed):
+    gold, pred = _trait_case(seed)
+    report = metrics.trait_report(gold, pred, TRAITS, CODECS)
+    assert list(report["qwk_per_trait"]) == TRAITS
+    for k, (trait, codec) in enumerate(zip(TRAITS, CODECS)):
+        lo, hi = codec.digit_range
+        rated = np.clip(np.floor(pred[:, k].astype(np.float64) + 0.5), lo, hi).astype(int)
+        assert report["qwk_per_trait"][trait] == pytest.approx(
+            sk_qwk(gold[:, k].astype(int), rated, lo, hi), abs=1e-12)
+    assert report["qwk_mean"] == pytest.approx(np.mean(list(report["qwk_per_trait"].values())))
+    # MCRMSE on the original scale and on the unrounded predictions.
+    assert report["mcrmse"] == pytest.approx(_numpy_mcrmse(gold, pred), rel=1e-12)
+    rounded = np.floor(pred + 0.5)
+    assert report["mcrmse"] != pytest.approx(_numpy_mcrmse(gold, rounded), rel=1e-6)
+
+
+def test_trait_report_integer_predictions_are_used_as_they_are():
+    # Parsed answers are whole digits (possibly out of range); rounding must not move
+    # them, so the real-valued and integer paths give the same numbers.
+    gold, pred = _trait_case(7)
+    pred_int = np.floor(pred + 0.5).astype(np.int64)
+    as_int = metrics.trait_report(gold.astype(np.int64), pred_int, TRAITS, CODECS)
+    as_float = metrics.trait_report(gold, pred_int.astype(np.float32), TRAITS, CODECS)
+    assert as_int == as_float
+    for k, (trait, codec) in enumerate(zip(TRAITS, CODECS)):
+        lo, hi = codec.digit_range
+        assert as_int["qwk_per_trait"][trait] == pytest.approx(
+            sk_qwk(gold[:, k].astype(int), pred_int[:, k], lo, hi), abs=1e-12)
+    assert as_int["mcrmse"] == pytest.approx(_numpy_mcrmse(gold, pred_int), rel=1e-12)
+
+
+def test_trait_report_perfect_predictions():
+    gold, _ = _trait_case(1)
+    report = metrics.trait_report(gold, gold, TRAITS, CODECS)
+    assert report["qwk_per_trait"] == {t: 1.0 for t in TRAITS}
+    assert report["qwk_mean"] == 1.0 and report["mcrmse"] == 0.0
+
+
+def test_trait_report_errors():
+    gold, pred = _trait_case(2, n=5)
+    with pytest.raises(ValueError, match="one column per trait"):
+        metrics.trait_report(gold[:, :2], pred[:, :2], TRAITS, CODECS)
+    with pytest.raises(ValueError, match="one column per trait"):
+        metrics.trait_report(gold, pred[:4], TRAITS, CODECS)
+    with pytest.raises(ValueError, match="one column per trait"):
+        metrics.trait_report(gold[:0], pred[:0], TRAITS, CODECS)
+    with pytest.raises(ValueError, match="2 codecs"):
+        metrics.trait_report(gold, pred, TRAITS, CODECS[:2])
+    with pytest.raises(ValueError, match="repeat"):
+        metrics.trait_report(gold, pred, ["a", "b", "a"], CODECS)
+    fractional = gold.copy()
+    fractional[3, 1] = 1.5
+    with pytest.raises(ValueError, match="Word Choice"):
+        metrics.trait_report(fractional, pred, TRAITS, CODECS)
+
+
 # --------------------------------------------------------------------------- plots
 
 

@@ -18,7 +18,8 @@ def test_killed_run_resumes_bit_identical(tmp_path):
               "--config.eval_every=0"]
     run_train(straight, *common)
 
-    proc = subprocess.Popen(train_cmd(killed, *common, "--config.sleep_per_step_s=0.5"),
+    slow = "--config.task=tests.slow_task:SlowLMLoraTask"  # batches arrive every 0.5 s
+    proc = subprocess.Popen(train_cmd(killed, *common, slow),
                             cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

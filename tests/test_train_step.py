@@ -8,13 +8,13 @@ import pytest
 
 from aes_jax.train.optim import decay_mask, make_optimizer, make_schedule
 from aes_jax.train.state import TrainState
-from aes_jax.train.step import make_train_step
+from aes_jax.train.step import make_train_step, stateless
 
 OPT = {"name": "adamw", "lr": 0.1, "warmup_steps": 2, "schedule": "cosine", "min_lr_ratio": 0.1,
        "weight_decay": 0.01, "clip_norm": 1.0}
 
 
-def quadratic_loss(trainable, frozen, batch, rng):
+def quadratic_loss(trainable, frozen, batch, rng, step):
     pred = batch["x"] @ trainable["w"] + trainable["b"]
     return jnp.mean((pred - batch["y"]) ** 2), {"pred_mean": jnp.mean(pred)}
 
@@ -43,13 +43,13 @@ def test_step_matches_hand_written_optax_and_ema(rng):
     optimizer, schedule = make_optimizer(OPT, total_steps=10)
     trainable = {"w": jnp.zeros((3,)), "b": jnp.zeros(())}
     state = TrainState.create(trainable, optimizer, seed=0, use_ema=True)
-    step = jax.jit(make_train_step(quadratic_loss, optimizer, schedule, ema_decay=0.9))
+    step = jax.jit(make_train_step(stateless(quadratic_loss), optimizer, schedule, ema_decay=0.9))
     batch = make_batch(rng)
 
     params, opt_state, ema = trainable, optimizer.init(trainable), trainable
     for i in range(3):
         state, metrics = step(state, {}, batch)
-        (loss, _), grads = jax.value_and_grad(quadratic_loss, has_aux=True)(params, {}, batch, None)
+        (loss, _), grads = jax.value_and_grad(quadratic_loss, has_aux=True)(params, {}, batch, None, 0)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, ema, params)
@@ -67,8 +67,8 @@ def test_accumulation_averages_gradients(rng):
     optimizer, schedule = make_optimizer({**OPT, "clip_norm": 0}, total_steps=10)
     trainable = {"w": jnp.ones((3,)), "b": jnp.zeros(())}
     batch = make_batch(rng)
-    one = jax.jit(make_train_step(quadratic_loss, optimizer, schedule, accum_steps=1))
-    four = jax.jit(make_train_step(quadratic_loss, optimizer, schedule, accum_steps=4))
+    one = jax.jit(make_train_step(stateless(quadratic_loss), optimizer, schedule, accum_steps=1))
+    four = jax.jit(make_train_step(stateless(quadratic_loss), optimizer, schedule, accum_steps=4))
     s1, m1 = one(TrainState.create(trainable, optimizer, 0, False), {}, batch)
     s4, m4 = four(TrainState.create(trainable, optimizer, 0, False), {}, batch)
     np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-6)
@@ -76,5 +76,5 @@ def test_accumulation_averages_gradients(rng):
     for k in trainable:
         np.testing.assert_allclose(s1.trainable[k], s4.trainable[k], rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="not divisible by grad_accum_steps=3"):
-        jax.jit(make_train_step(quadratic_loss, optimizer, schedule, accum_steps=3))(
+        jax.jit(make_train_step(stateless(quadratic_loss), optimizer, schedule, accum_steps=3))(
             TrainState.create(trainable, optimizer, 0, False), {}, batch)

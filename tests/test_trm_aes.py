@@ -21,6 +21,7 @@ def untrained_mean_qwk(workdir) -> float:
     from aes_jax.tasks.trm_aes import TRMAesTask
 
     task = TRMAesTask(get_config("demo"), workdir)
+    task.prepare_data()
     trainable, frozen = task.init(jax.random.PRNGKey(0))
     outputs = [jax.device_get(task.eval_step(trainable, frozen, b))
                for b in task.eval_batches(32, 0, 1)]
@@ -77,6 +78,14 @@ def test_score_new_essays(trained, tmp_path):
     with open(tmp_path / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 360 and set(rows[0]) == {"essay_id", "prompt", "predicted_raw", "predicted"}
+    # a split of the run's dataset: gold known, so a gold column and per-prompt QWK
+    proc = cli("launch.score", f"--ckpt={run}", "--split=test", f"--out={tmp_path / 'test.csv'}")
+    with open(tmp_path / "test.csv") as f:
+        rows = list(csv.DictReader(f))
+    manifest = json.loads((run / "data" / "manifest.json").read_text())
+    assert len(rows) == manifest["splits"]["test"] and "gold" in rows[0]
+    report = json.loads(proc.stdout[:proc.stdout.rindex("}") + 1])
+    assert set(report["per_prompt"]) == {"1", "3", "4"} and -1 <= report["mean_qwk"] <= 1
     bad = tmp_path / "bad.tsv"
     bad.write_text("essay_id\tessay\n1\ttext\n")
     proc = subprocess.run([sys.executable, "-m", "launch.score", f"--ckpt={run}", str(bad)],
@@ -112,11 +121,11 @@ def test_exported_model_runs_in_torch_reference(trained, tmp_path):
 
 
 def test_traits_are_trained_and_reported(tmp_path):
-    from aes_jax.data import asap
+    from aes_jax.data import asap_records
     from tests.test_asap import write_traits_splits
 
     write_traits_splits(tmp_path / "in")
-    asap.build_dataset(asap.BuildOptions(inputs=[str(tmp_path / "in")],
+    asap_records.build_dataset(asap_records.BuildOptions(inputs=[str(tmp_path / "in")],
                                          output_dir=tmp_path / "ds", max_tokens=32))
     run = tmp_path / "run"
     run_train(run, "--config.total_steps=4", "--config.eval_every=4",

@@ -25,7 +25,6 @@ physical line where a record starts (essays span lines).
 
 from __future__ import annotations
 
-import collections
 import csv
 import dataclasses
 import hashlib
@@ -38,8 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aes_jax.data.asap import FileStats
-from aes_jax.data.asap import _Skips as asap_skips
+from aes_jax.data.read_report import DataFormatError, FileStats, ReadResult, SkipCounter
 
 __all__ = [
     "ELL_TRAITS",
@@ -47,7 +45,6 @@ __all__ = [
     "ELL_STEP",
     "EllFormatError",
     "EllEssay",
-    "EllReadResult",
     "detect_layout",
     "is_ell_input",
     "read_ell",
@@ -65,7 +62,7 @@ KAGGLE, KAGGLE_UNSCORED, ARTS_FOLD = "kaggle", "kaggle_unscored", "arts_fold"
 _FOLD_FILE = re.compile(r"^fold_(\d+)\.csv$", re.IGNORECASE)
 
 
-class EllFormatError(ValueError):
+class EllFormatError(DataFormatError):
     """A file that cannot be read as ELLIPSE data; the message names file and line."""
 
 
@@ -77,25 +74,6 @@ class EllEssay:
     source: str               # file the row came from
     line: int                 # 1-based physical line where the record starts
     fold: int | None = None   # cross-validation fold (fold_k.csv, or assign_folds)
-
-
-@dataclasses.dataclass
-class EllReadResult:
-    essays: list[EllEssay]
-    files: list[FileStats]
-    skipped: collections.Counter   # reason -> rows skipped
-    skip_examples: list[str]       # "file:line: detail", the first few of each reason
-
-    @property
-    def layouts(self) -> list[str]:
-        return sorted({f.format for f in self.files})
-
-
-class _Skips(asap_skips):
-    """The ASAP reader's skip bookkeeping, raising EllFormatError when strict."""
-
-    def __init__(self, strict: bool):
-        super().__init__(strict, error=EllFormatError)
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -201,7 +179,7 @@ class _Columns:
 
 
 def _row_essay(fields: list[str], cols: _Columns, layout: str, where: str, line: int,
-               path: Path, fold: int | None, skips: _Skips,
+               path: Path, fold: int | None, skips: SkipCounter,
                stats: FileStats) -> EllEssay | None:
     if len(fields) != cols.width:
         skips.skip(where, "wrong number of columns",
@@ -232,7 +210,7 @@ def _row_essay(fields: list[str], cols: _Columns, layout: str, where: str, line:
                     fold=fold)
 
 
-def _read_one(path: Path, fold: int | None, skips: _Skips, allow_unscored: bool,
+def _read_one(path: Path, fold: int | None, skips: SkipCounter, allow_unscored: bool,
               encoding: str) -> tuple[list[EllEssay], FileStats]:
     try:
         data = path.read_bytes()
@@ -276,7 +254,7 @@ def _read_one(path: Path, fold: int | None, skips: _Skips, allow_unscored: bool,
 
 
 def _dedupe(essays: Iterable[EllEssay], files: Sequence[FileStats],
-            skips: _Skips) -> list[EllEssay]:
+            skips: SkipCounter) -> list[EllEssay]:
     """Drop (count) a text_id read before: a repeat would leak an essay across splits."""
     by_path = {f.path: f for f in files}
     seen: dict[str, str] = {}
@@ -295,13 +273,13 @@ def _dedupe(essays: Iterable[EllEssay], files: Sequence[FileStats],
 
 
 def read_ell(path: str | os.PathLike, fold: int | None = None, *, strict: bool = False,
-             allow_unscored: bool = False, encoding: str = "utf-8") -> EllReadResult:
+             allow_unscored: bool = False, encoding: str = "utf-8") -> ReadResult:
     """Read one ELLIPSE CSV (layout detected from its header); ``fold`` tags its essays."""
-    skips = _Skips(strict)
+    skips = SkipCounter(strict, EllFormatError)
     essays, stats = _read_one(Path(path), fold, skips, allow_unscored, encoding)
     essays = _dedupe(essays, [stats], skips)
-    return EllReadResult(essays=essays, files=[stats], skipped=skips.counts,
-                         skip_examples=skips.examples)
+    return ReadResult(essays=essays, files=[stats], skipped=skips.counts,
+                      skip_examples=skips.examples)
 
 
 def fold_files(folder: str | os.PathLike) -> dict[int, Path]:
@@ -317,12 +295,12 @@ def fold_files(folder: str | os.PathLike) -> dict[int, Path]:
 
 
 def read_ell_dir(folder: str | os.PathLike, *, strict: bool = False,
-                 encoding: str = "utf-8") -> EllReadResult:
+                 encoding: str = "utf-8") -> ReadResult:
     """Read every ``fold_k.csv`` of ``folder``, tagging each essay with its fold ``k``.
 
     A text_id in two fold files is a counted skip (or an error when strict).
     """
-    skips = _Skips(strict)
+    skips = SkipCounter(strict, EllFormatError)
     essays: list[EllEssay] = []
     files: list[FileStats] = []
     for k, path in fold_files(folder).items():
@@ -330,8 +308,8 @@ def read_ell_dir(folder: str | os.PathLike, *, strict: bool = False,
         essays += part
         files.append(stats)
     essays = _dedupe(essays, files, skips)
-    return EllReadResult(essays=essays, files=files, skipped=skips.counts,
-                         skip_examples=skips.examples)
+    return ReadResult(essays=essays, files=files, skipped=skips.counts,
+                      skip_examples=skips.examples)
 
 
 # ----------------------------------------------------------------------------- splits

@@ -1,8 +1,8 @@
 """Tokenizers the tasks use: a UTF-8 byte tokenizer for tiny test models, and HF
 tokenizers from a local model directory.
 
-Both also serve the instruction-tuned scorer (``aes_jax.data.prompts``), which needs three
-things beyond encode/decode: character offsets (to find the token holding each score
+Both also serve the instruction-tuned scorer (``aes_jax.data.mtl_encoding``), which needs
+three things beyond encode/decode: character offsets (to find the token holding each score
 digit), the chat wrapping of an instruction, and the id that ends an answer.
 """
 

@@ -6,47 +6,30 @@ at every step, and at the step that wrote trait k's score the probability-weight
 over the digits (softmax restricted to the digit tokens) is that trait's expected score.
 
 Parse failures (a trait with no readable digit) are counted and replaced by the trait's
-most frequent training digit (`task.fallback_digits`): a constant prediction, the least
-informative guess, so failures cost QWK instead of silently vanishing.
+most frequent training digit (`ScoreFormat.fallback_digits`): a constant prediction, the
+least informative guess, so failures cost QWK instead of silently vanishing.
+
+Everything here takes the model to run (a LlamaConfig and params, LoRA merged), the
+tokenizer and a `ScoreFormat`; nothing reaches into a task.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import csv
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from aes_jax.data import prompts
+from aes_jax.data.answer_format import parse_scores
+from aes_jax.data.score_format import ScoreFormat, ScoringInput
+from aes_jax.eval import metrics
 from aes_jax.eval.generate import SamplingConfig, generate
-from aes_jax.models import lora as lora_lib
 from aes_jax.models.llama import LlamaConfig
 
 PROMPT_BUCKET = 64  # prompt widths are rounded up to this, so few shapes are compiled
-
-
-@dataclasses.dataclass
-class ScoringInput:
-    essay_id: str
-    prompt_ids: np.ndarray  # chat-templated instruction, ends with the assistant header
-    gold: np.ndarray | None  # [K] gold digits, None when unknown
-
-
-def inputs_from_encoded(examples: Sequence[prompts.MtlExample],
-                        encoded: Sequence[prompts.Encoded]) -> list[ScoringInput]:
-    return [ScoringInput(ex.essay_id or str(i), np.asarray(enc.prompt_ids, np.int32),
-                         np.asarray(enc.digit_value, np.float64))
-            for i, (ex, enc) in enumerate(zip(examples, encoded))]
-
-
-def inference_params(task, trainable: dict, frozen: dict) -> tuple[LlamaConfig, dict]:
-    """(config without LoRA, params with the adapters merged in): what the sampler runs."""
-    cfg = task.model_cfg
-    if cfg.lora is None:
-        return cfg, trainable["params"]
-    return cfg.replace(lora=None), lora_lib.merge(frozen["params"], trainable["lora"], cfg.lora)
 
 
 def _left_pad_to(seqs: Sequence[np.ndarray], width: int, pad_id: int
@@ -150,54 +133,53 @@ def apply_fallback(digits: np.ndarray, fallback: np.ndarray, lo_hi: Sequence[tup
     return np.clip(out, lo, hi)
 
 
-def score_inputs(task, trainable: dict, frozen: dict, inputs: Sequence[ScoringInput],
-                 batch_size: int, max_new_tokens: int, score_line_only: bool = True
-                 ) -> dict[str, Any]:
+def score_inputs(cfg: LlamaConfig, params: dict, tokenizer: Any, fmt: ScoreFormat,
+                 inputs: Sequence[ScoringInput], batch_size: int, max_new_tokens: int,
+                 score_line_only: bool = True) -> dict[str, Any]:
     """Greedy answers -> parsed digits (+ fallback) and expected-score digits, [N, K] each.
     score_line_only stops each answer at the end of its score line (no feedback text)."""
-    cfg, params = inference_params(task, trainable, frozen)
-    tok = task.tokenizer
-    k = len(task.traits)
+    tok = tokenizer
+    k = len(fmt.traits)
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0,
-                              stop_token_ids=task.stop_token_ids(score_line_only),
-                              pad_token_id=tok.pad_id,
-                              watch_token_ids=tuple(int(i) for i in task.digit_ids))
+                              stop_token_ids=fmt.stop_token_ids(score_line_only),
+                              pad_token_id=tok.pad_id, watch_token_ids=fmt.digit_ids)
     tokens, watched = decode(cfg, params, [x.prompt_ids for x in inputs], sampling, batch_size,
                              jax.random.key(0), desc="greedy")
-    digit_set = set(int(i) for i in task.digit_ids)
+    digit_set = set(fmt.digit_ids)
     newline = _NewlineTokens(tok)
     texts, statuses = [], []
     parsed = np.full((len(inputs), k), np.nan)
     expected = np.full((len(inputs), k), np.nan)
     for i, seq in enumerate(tokens):
         text = tok.decode(seq)
-        digits, status = prompts.parse_scores(text, k)
-        parsed[i] = [np.nan if d is None else d for d in _in_range(digits, task.codecs)]
+        digits, status = parse_scores(text, k)
+        parsed[i] = [np.nan if d is None else d for d in _in_range(digits, fmt.codecs)]
         expected[i] = expected_digits(watched[i], score_steps(seq, digit_set, newline, k),
-                                      np.asarray(task.digit_values, np.float64), k)
+                                      np.asarray(fmt.digit_values, np.float64), k)
         texts.append(text)
         statuses.append(status)
-    ranges = [c.digit_range for c in task.codecs]
+    ranges = fmt.digit_ranges
+    fallback = np.asarray(fmt.fallback_digits)
     return {
         "essay_id": [x.essay_id for x in inputs],
         "gold": np.stack([x.gold if x.gold is not None else np.full(k, np.nan) for x in inputs]),
-        "greedy": apply_fallback(parsed, task.fallback_digits, ranges),
+        "greedy": apply_fallback(parsed, fallback, ranges),
         "expected_raw": expected,
-        "expected": apply_fallback(np.floor(expected + 0.5), task.fallback_digits, ranges),
+        "expected": apply_fallback(np.floor(expected + 0.5), fallback, ranges),
         "status": statuses, "text": texts,
         "parse_failures": int(np.isnan(parsed).sum()),
         "answers_not_ok": int(sum(s != "ok" for s in statuses)),
     }
 
 
-def sample_bank(task, trainable: dict, frozen: dict, inputs: Sequence[ScoringInput],
-                num_samples: int, sampling: SamplingConfig, essays_per_batch: int, seed: int,
-                meta: dict | None = None, keep_texts: bool = True) -> dict[str, Any]:
+def sample_bank(cfg: LlamaConfig, params: dict, tokenizer: Any, fmt: ScoreFormat,
+                inputs: Sequence[ScoringInput], num_samples: int, sampling: SamplingConfig,
+                essays_per_batch: int, seed: int, meta: dict | None = None,
+                keep_texts: bool = True) -> dict[str, Any]:
     """m sampled answers per essay, parsed, in the sample-bank format of
     `eval/self_consistency.py` (nulls where a trait was unreadable)."""
-    cfg, params = inference_params(task, trainable, frozen)
-    tok = task.tokenizer
-    k = len(task.traits)
+    tok = tokenizer
+    k = len(fmt.traits)
     repeated = [x.prompt_ids for x in inputs for _ in range(num_samples)]
     tokens, _ = decode(cfg, params, repeated, sampling, essays_per_batch * num_samples,
                        jax.random.key(seed), desc=f"sampling x{num_samples}")
@@ -205,58 +187,43 @@ def sample_bank(task, trainable: dict, frozen: dict, inputs: Sequence[ScoringInp
     for i, x in enumerate(inputs):
         rows = tokens[i * num_samples:(i + 1) * num_samples]
         texts = [tok.decode(r) for r in rows]
-        samples = [_in_range(prompts.parse_scores(t, k)[0], task.codecs) for t in texts]
+        samples = [_in_range(parse_scores(t, k)[0], fmt.codecs) for t in texts]
         entry = {"essay_id": x.essay_id,
                  "gold": None if x.gold is None else [int(round(g)) for g in x.gold],
                  "samples": samples}
         if keep_texts:
             entry["texts"] = texts
         essays.append(entry)
-    return {"version": "aes_jax.sample_bank/1", "traits": list(task.traits),
-            "digit_ranges": {t: list(c.digit_range) for t, c in zip(task.traits, task.codecs)},
+    return {"version": "aes_jax.sample_bank/1", "traits": list(fmt.traits),
+            "digit_ranges": {t: list(c.digit_range) for t, c in zip(fmt.traits, fmt.codecs)},
             "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k,
                          "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
                          "seed": seed, "num_samples": num_samples, **(meta or {})},
             "essays": essays}
 
 
-def _trait_key(trait: str) -> str:
-    return trait.lower().replace(" ", "_")
-
-
-def scoring_report(task, result: dict[str, Any]) -> dict[str, Any]:
+def scoring_report(fmt: ScoreFormat, result: dict[str, Any]) -> dict[str, Any]:
     """QWK per trait (digit scale) and MCRMSE (original scale) for greedy and expected-score
     decoding, over the rows with gold scores; parse failures counted."""
-    from aes_jax.eval import metrics
-
     gold = result["gold"]
     has_gold = ~np.isnan(gold).any(axis=1)
     report: dict[str, Any] = {"num_essays": len(gold), "num_with_gold": int(has_gold.sum()),
                               "parse_failures": result["parse_failures"],
                               "answers_not_ok": result["answers_not_ok"],
-                              "fallback_digits": dict(zip(task.traits,
-                                                          map(int, task.fallback_digits)))}
+                              "fallback_digits": dict(zip(fmt.traits,
+                                                          map(int, fmt.fallback_digits)))}
     if not has_gold.any():
         return report
     for method in ("greedy", "expected"):
-        pred = result[method][has_gold]
-        qwks, true_s, pred_s = {}, [], []
-        for k, (trait, codec) in enumerate(zip(task.traits, task.codecs)):
-            lo, hi = codec.digit_range
-            qwks[trait] = metrics.qwk(gold[has_gold, k].astype(int), pred[:, k].astype(int), lo, hi)
-            true_s.append(codec.to_scores(gold[has_gold, k]))
-            pred_s.append(codec.to_scores(pred[:, k]))
-        report[method] = {"qwk_per_trait": qwks, "qwk_mean": float(np.mean(list(qwks.values()))),
-                          "mcrmse": metrics.mcrmse(np.stack(true_s, 1), np.stack(pred_s, 1))}
+        report[method] = metrics.trait_report(gold[has_gold], result[method][has_gold],
+                                              fmt.traits, fmt.codecs)
     return report
 
 
-def write_scores_csv(task, result: dict[str, Any], path) -> None:
+def write_scores_csv(fmt: ScoreFormat, result: dict[str, Any], path: str | Path) -> None:
     """essay_id, status, per trait gold / greedy / expected digit and the expected value,
     then the raw generated text."""
-    import csv
-
-    keys = [_trait_key(t) for t in task.traits]
+    keys = [metrics.trait_key(t) for t in fmt.traits]
     header = ["essay_id", "status"]
     for key in keys:
         header += [f"gold_{key}", f"greedy_{key}", f"expected_{key}", f"expected_raw_{key}"]

@@ -258,3 +258,61 @@ def per_trait_report(essay_prompts: Any, trues: Mapping[str, Any], preds: Mappin
         raise ValueError("per_trait_report: no trait has any gold rating")
     return {"per_trait": per_trait, "skipped": skipped, "mean_qwk": float(np.mean(kappas)),
             "fisher_z_qwk": fisher_z_mean(kappas)}
+
+
+def trait_key(trait: str) -> str:
+    """A trait name as a metric / column key: "Word Choice" -> "word_choice"."""
+    return trait.lower().replace(" ", "_")
+
+
+def trait_report(gold_digits: np.ndarray, pred_digits: np.ndarray, traits: Sequence[str],
+                 codecs: Sequence[Any]) -> dict[str, Any]:
+    """QWK per trait on the digit scale and MCRMSE on the original score scale.
+
+    gold_digits, pred_digits [N, K], column k the digits of ``traits[k]``, read with
+    ``codecs[k]``: ``.digit_range -> (lo, hi)`` and ``.to_scores(digits)`` (digits ->
+    original scores, linear for fractional digits). Gold must hold whole digits.
+
+        qwk_per_trait[t] = qwk(gold_t, round_and_clip(pred_t, lo_t, hi_t), lo_t, hi_t)
+        qwk_mean         = mean over traits of qwk_per_trait
+        mcrmse           = mcrmse([to_scores_t(gold_t)], [to_scores_t(pred_t)])
+
+    Predictions may be real-valued (teacher-forced expected digits) or integer (parsed
+    answers; rounding then changes nothing). MCRMSE uses the unrounded predictions, so
+    it measures the expected value itself rather than the rating made from it.
+
+    Returns {"qwk_per_trait": {trait: qwk}, "qwk_mean": float, "mcrmse": float}, traits in
+    the given order.
+    """
+    gold = np.asarray(gold_digits, dtype=np.float64)
+    pred = np.asarray(pred_digits, dtype=np.float64)
+    k = len(traits)
+    if gold.ndim != 2 or gold.shape != pred.shape or gold.shape[1] != k or gold.shape[0] == 0:
+        raise ValueError(f"gold_digits and pred_digits must both be non-empty [N, {k}] (one "
+                         f"column per trait), got {gold.shape} and {pred.shape}")
+    if len(codecs) != k:
+        raise ValueError(f"{k} traits but {len(codecs)} codecs; need one codec per trait")
+    if len(set(traits)) != k:
+        raise ValueError(f"trait names repeat: {list(traits)}; their QWKs would overwrite "
+                         "each other")
+    qwks: dict[str, float] = {}
+    true_scores, pred_scores = [], []
+    for j, (trait, codec) in enumerate(zip(traits, codecs)):
+        lo, hi = codec.digit_range
+        qwks[trait] = qwk(_as_ratings(f"gold_digits[:, {j}] ({trait!r})", gold[:, j]),
+                          round_and_clip(pred[:, j], lo, hi), lo, hi)
+        true_scores.append(np.asarray(codec.to_scores(gold[:, j]), dtype=np.float64))
+        pred_scores.append(np.asarray(codec.to_scores(pred[:, j]), dtype=np.float64))
+    return {"qwk_per_trait": qwks, "qwk_mean": float(np.mean(list(qwks.values()))),
+            "mcrmse": mcrmse(np.stack(true_scores, axis=1), np.stack(pred_scores, axis=1))}
+
+
+def mean_from_sums(outputs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Adds `<name>_sum` and `<name>_count` over eval batches and reports `<name>` =
+    sum / count (the per-batch outputs of a task's eval_step)."""
+    totals: dict[str, float] = {}
+    for out in outputs:
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    return {k[: -len("_sum")]: v / max(totals.get(k[: -len("_sum")] + "_count", 0.0), 1e-12)
+            for k, v in totals.items() if k.endswith("_sum")}

@@ -177,7 +177,8 @@ def length_histogram_png(lengths_by_prompt: Mapping[int, Sequence[int]], limit: 
                          path: str | Path) -> Path:
     """Token-length histogram per prompt (step outlines so prompts stay distinguishable),
     with the truncation ``limit`` drawn and the share of essays beyond it in the legend:
-    the figure answers "how much does truncation cut?" at a glance."""
+    the figure answers "how much does truncation cut?" at a glance. The ASAP length report
+    (``launch.build_dataset --analyze_lengths``) draws its histogram with this."""
     series = {p: np.asarray(v, dtype=np.float64) for p, v in lengths_by_prompt.items()}
     series = {p: v for p, v in series.items() if v.size}
     if not series:

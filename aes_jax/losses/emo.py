@@ -15,17 +15,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from aes_jax.losses.reduce import COUNT_FLOOR, loss_dtype, masked_mean
+
 Array = jax.Array
 
 # Floor on vector norms. Zero LM-head rows (padded vocabularies) and a mixture q that is
 # exactly zero (all mass on the gold token) would otherwise divide by zero; flooring the
 # squared norm, not the norm, also keeps the gradient of sqrt finite at 0.
 _EPS = 1e-8
-
-
-def _compute_dtype(x: Array) -> jnp.dtype:
-    # float32 for bf16/f16/f32 logits; float64 stays float64 (tests under x64).
-    return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def _unit_rows(x: Array) -> Array:
@@ -51,8 +48,7 @@ def _loss_from_mixture(q: Array, e_gold: Array, mask: Array, normalize: bool) ->
     if normalize:
         q = _unit_rows(q)
     per_position = 1.0 - jnp.sum(e_gold * q, axis=-1)
-    weight = mask.astype(per_position.dtype)
-    return jnp.sum(per_position * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+    return masked_mean(per_position, mask, floor=COUNT_FLOOR)
 
 
 def _drop_in_value(p: Array, is_gold: Array) -> Array:
@@ -70,7 +66,7 @@ def emo_full(logits: Array, labels: Array, mask: Array, lm_head: Array,
     `normalize=False` skips the L2 normalisation of q, which gives the original code's
     form 1 - <E_gold, q> (its gradient is that of the exact EMD under the cosine cost).
     """
-    dtype = _compute_dtype(logits)
+    dtype = loss_dtype(logits)
     vocab = logits.shape[-1]
     e = _cost_embedding(lm_head, vocab, dtype)
     # Labels at masked-out positions may be ignore ids (-100); point them at row 0 so
@@ -93,7 +89,7 @@ def emo_topk(logits: Array, labels: Array, mask: Array, lm_head: Array, k: int =
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    dtype = _compute_dtype(logits)
+    dtype = loss_dtype(logits)
     vocab = logits.shape[-1]
     k = min(int(k), vocab)
     e = _cost_embedding(lm_head, vocab, dtype)

@@ -14,18 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aes_jax.losses.reduce import COUNT_FLOOR, loss_dtype, masked_mean
+
 Array = jax.Array
 
 log = logging.getLogger(__name__)
 
 # Multi-digit strings a digit-merging tokenizer would turn into fewer tokens than chars.
 _MERGE_PROBES = ("10", "42", "2024")
-
-
-def _compute_dtype(x: Array) -> jnp.dtype:
-    # float32 for bf16/f16/f32 (bf16 softmax is too coarse for a regression target);
-    # float64 stays float64 so tests can check against torch under x64.
-    return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def _digit_distribution(logits: Array, labels: Array, mask: Array, digit_ids: Array,
@@ -36,7 +32,7 @@ def _digit_distribution(logits: Array, labels: Array, mask: Array, digit_ids: Ar
     value y [B, T] (0 where the label is not a digit), and the weight [B, T] of the
     positions that count: masked in AND labelled with a digit token.
     """
-    dtype = _compute_dtype(logits)
+    dtype = loss_dtype(logits)
     digit_ids = jnp.asarray(digit_ids, jnp.int32)
     values = jnp.asarray(digit_values).astype(dtype)
     p = jax.nn.softmax(jnp.take(logits.astype(dtype), digit_ids, axis=-1), axis=-1)
@@ -49,10 +45,6 @@ def _digit_distribution(logits: Array, labels: Array, mask: Array, digit_ids: Ar
     return p, values, y, weight
 
 
-def _masked_mean(per_position: Array, weight: Array) -> Array:
-    return jnp.sum(per_position * weight) / jnp.maximum(jnp.sum(weight), 1.0)
-
-
 def ntl_mse(logits: Array, labels: Array, mask: Array, digit_ids: Array,
             digit_values: Array) -> Array:
     """NTL-MSE: (sum_k p_k v_k - y)^2, p the softmax over the digit logits only.
@@ -62,7 +54,7 @@ def ntl_mse(logits: Array, labels: Array, mask: Array, digit_ids: Array,
     """
     p, values, y, weight = _digit_distribution(logits, labels, mask, digit_ids, digit_values)
     expected = jnp.sum(p * values, axis=-1)
-    return _masked_mean((expected - y) ** 2, weight)
+    return masked_mean((expected - y) ** 2, weight, floor=COUNT_FLOOR)
 
 
 def ntl_wasserstein(logits: Array, labels: Array, mask: Array, digit_ids: Array,
@@ -74,7 +66,8 @@ def ntl_wasserstein(logits: Array, labels: Array, mask: Array, digit_ids: Array,
     Counted positions as in `ntl_mse`.
     """
     p, values, y, weight = _digit_distribution(logits, labels, mask, digit_ids, digit_values)
-    return _masked_mean(jnp.sum(p * jnp.abs(y[..., None] - values), axis=-1), weight)
+    return masked_mean(jnp.sum(p * jnp.abs(y[..., None] - values), axis=-1), weight,
+                       floor=COUNT_FLOOR)
 
 
 def merges_digits(encode: Callable[[str], list[int]]) -> bool:

@@ -6,20 +6,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from aes_jax.losses.reduce import WEIGHT_FLOOR, loss_dtype, masked_mean
+
 Array = jax.Array
 
 
 def weighted_mse(pred: Array, target: Array, weight: Array, mask: Array | None = None) -> Array:
-    """Mean squared error over rows with weight > 0. pred, target [B, K]; weight [B];
-    `mask` [B, K] leaves out outputs a row has no gold for (e.g. traits its prompt lacks)."""
-    sq = (pred.astype(jnp.float32) - target.astype(jnp.float32)) ** 2
-    mask = jnp.ones_like(sq) if mask is None else mask.astype(jnp.float32)
-    per_row = jnp.sum(sq * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1e-12)
-    return jnp.sum(per_row * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
+    """sum_b w_b * mse_b / sum_b w_b,  mse_b = sum_k m_bk (pred_bk - target_bk)^2 / sum_k m_bk.
+
+    pred, target [B, K]; weight [B] (rows with weight 0 do not count); `mask` [B, K]
+    leaves out outputs a row has no gold for (e.g. traits its prompt lacks), default all.
+    """
+    dtype = loss_dtype(pred)
+    sq = (pred.astype(dtype) - target.astype(dtype)) ** 2
+    mask = jnp.ones_like(sq) if mask is None else mask.astype(dtype)
+    per_row = masked_mean(sq, mask, floor=WEIGHT_FLOOR, axis=-1)
+    return masked_mean(per_row, weight, floor=WEIGHT_FLOOR)
 
 
 def halting_bce(halt_logit: Array, correct: Array, weight: Array) -> Array:
-    """BCE of the halting logit against "the current prediction is already right"."""
-    per_row = optax.sigmoid_binary_cross_entropy(halt_logit.astype(jnp.float32),
-                                                 correct.astype(jnp.float32))
-    return jnp.sum(per_row * weight) / jnp.maximum(jnp.sum(weight), 1e-12)
+    """sum_b w_b * BCE(sigmoid(halt_logit_b), correct_b) / sum_b w_b.
+
+    The halting head's target: "the current prediction is already right".
+    """
+    dtype = loss_dtype(halt_logit)
+    per_row = optax.sigmoid_binary_cross_entropy(halt_logit.astype(dtype), correct.astype(dtype))
+    return masked_mean(per_row, weight, floor=WEIGHT_FLOOR)

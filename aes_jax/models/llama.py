@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aes_jax.models import lora as lora_lib
+from aes_jax.models.dtypes import compute_dtype
 
 Array = jax.Array
 
@@ -242,11 +243,11 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (NORM,)),
-                           (x.shape[-1],), jnp.dtype(self.cfg.param_dtype))
+                           (x.shape[-1],), compute_dtype(self.cfg.param_dtype))
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True)
                                      + self.cfg.rms_norm_eps)
-        dtype = jnp.dtype(self.cfg.dtype)
+        dtype = compute_dtype(self.cfg.dtype)
         return scale.astype(dtype) * normed.astype(dtype)
 
 
@@ -262,7 +263,7 @@ class Projection(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        param_dtype, dtype = jnp.dtype(self.cfg.param_dtype), jnp.dtype(self.cfg.dtype)
+        param_dtype, dtype = compute_dtype(self.cfg.param_dtype), compute_dtype(self.cfg.dtype)
         kernel = self.param("kernel", _init(self.cfg, self.axes), self.shape, param_dtype)
         y = jnp.einsum(self.contract, x.astype(dtype), kernel.astype(dtype))
         delta = lora_lib.adapter_delta(
@@ -355,7 +356,7 @@ class KVCache(NamedTuple):
     @classmethod
     def init(cls, cfg: LlamaConfig, batch: int, max_len: int) -> "KVCache":
         shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
-        zeros = jnp.zeros(shape, jnp.dtype(cfg.dtype))
+        zeros = jnp.zeros(shape, compute_dtype(cfg.dtype))
         return cls(zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
 
 
@@ -402,8 +403,8 @@ class Llama(nn.Module):
             layer_caches, cache_index = (cache.k, cache.v), cache.index
 
         embed = self.param("embed_tokens", _init(c, (VOCAB, EMBED)),
-                           (c.vocab_size, c.hidden_size), jnp.dtype(c.param_dtype))
-        x = jnp.take(embed, input_ids, axis=0).astype(jnp.dtype(c.dtype))
+                           (c.vocab_size, c.hidden_size), compute_dtype(c.param_dtype))
+        x = jnp.take(embed, input_ids, axis=0).astype(compute_dtype(c.dtype))
         x = nn.with_logical_constraint(x, RESIDUAL_AXES)
 
         layer_cls = DecoderLayer
@@ -433,7 +434,7 @@ class Llama(nn.Module):
                 head = embed.T
             else:
                 head = self.param("lm_head", _init(c, (EMBED, VOCAB)),
-                                  (c.hidden_size, c.vocab_size), jnp.dtype(c.param_dtype))
+                                  (c.hidden_size, c.vocab_size), compute_dtype(c.param_dtype))
             # Prefill before sampling needs only the last position: [B, T, vocab] float32
             # logits for a long prompt batch would be the largest buffer of the whole call.
             head_in = hidden[:, -1:] if last_logits_only else hidden
@@ -468,3 +469,14 @@ def logical_axes(cfg: LlamaConfig, collection: str = "params") -> dict:
     """The logical axis names of every variable in `collection`, as a matching pytree."""
     shapes = jax.eval_shape(lambda: Llama(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
     return nn.get_partition_spec(shapes)[collection]
+
+
+def flops_per_token(cfg: LlamaConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6 N (matmul params, forward + backward) plus the attention
+    scores, as in the PaLM MFU convention."""
+    per_layer = (cfg.hidden_size * cfg.head_dim * (2 * cfg.num_attention_heads
+                                                   + 2 * cfg.num_key_value_heads)
+                 + 3 * cfg.hidden_size * cfg.intermediate_size)
+    n = cfg.num_hidden_layers * per_layer + cfg.vocab_size * cfg.hidden_size
+    attention = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * seq_len
+    return 6.0 * n + attention

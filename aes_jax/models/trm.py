@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aes_jax.models.dtypes import compute_dtype
 from aes_jax.models.llama import apply_rope, grouped_attention
 
 Array = jax.Array
@@ -89,7 +90,7 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel = self.param("kernel", _lecun(x.shape[-1]), (x.shape[-1], self.features))
-        return x @ kernel.astype(self.dtype)
+        return x @ kernel.astype(compute_dtype(self.dtype))
 
 
 class Block(nn.Module):
@@ -152,13 +153,14 @@ class TRM(nn.Module):
         x = jnp.take(self.embed_tokens, input_ids, axis=0)
         if self.cfg.embed_dim != self.cfg.hidden_size:
             x = x @ self.embed_proj
-        return (math.sqrt(self.cfg.hidden_size) * x).astype(self.cfg.dtype)
+        return (math.sqrt(self.cfg.hidden_size) * x).astype(compute_dtype(self.cfg.dtype))
 
     def initial_carry(self, input_ids: Array) -> Carry:
         b, t = input_ids.shape
         shape = (b, t, self.cfg.hidden_size)
-        z_h = jnp.broadcast_to(jax.lax.stop_gradient(self.h_init), shape).astype(self.cfg.dtype)
-        z_l = jnp.broadcast_to(jax.lax.stop_gradient(self.l_init), shape).astype(self.cfg.dtype)
+        dtype = compute_dtype(self.cfg.dtype)
+        z_h = jnp.broadcast_to(jax.lax.stop_gradient(self.h_init), shape).astype(dtype)
+        z_l = jnp.broadcast_to(jax.lax.stop_gradient(self.l_init), shape).astype(dtype)
         return Carry(z_h, z_l)
 
     def reset_carry(self, carry: Carry, reset: Array) -> Carry:

@@ -1,7 +1,10 @@
-"""Causal-LM fine-tuning (LoRA or full) on a text file: the engine's end-to-end task."""
+"""Causal-LM fine-tuning (LoRA or full) on a text file: the engine's end-to-end task, a
+composition of the `CausalLM` part with packed text data."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,58 +15,58 @@ import numpy as np
 
 from aes_jax.data import pipeline
 from aes_jax.data.demo_text import write_demo_corpus
-from aes_jax.data.tokenizers import ByteTokenizer, HFTokenizer
-from aes_jax.interop import assets, hf, peft
+from aes_jax.eval.metrics import mean_from_sums
 from aes_jax.losses.lm import masked_cross_entropy, token_nll
-from aes_jax.models import lora as lora_lib
-from aes_jax.models.llama import Llama, LlamaConfig, init_lora, init_params, logical_axes
-from aes_jax.tasks.base import mean_from_sums
+from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 
 log = logging.getLogger(__name__)
 
 
-def model_path(config) -> Path | None:
-    if config.model == "tiny":
-        return None
-    return Path(config.model) if config.model else assets.smollm2_dir()
+@dataclasses.dataclass(frozen=True)
+class TextData:
+    """config.data of lm_lora, validated once."""
 
+    train_file: str = ""  # "" = the synthetic demo corpus in WORKDIR/data/
+    eval_file: str = ""  # "" = hold out the last eval_fraction of the train tokens
+    eval_fraction: float = 0.1
+    seq_len: int = 256
 
-def load_model(config) -> tuple[LlamaConfig, dict | None, Any]:
-    """-> (LlamaConfig, pretrained params or None for a random tiny model, tokenizer)."""
-    runtime = dict(dtype=config.dtype, scan_layers=config.scan_layers, remat=config.remat)
-    if config.model == "tiny":
-        tok = ByteTokenizer()
-        cfg = LlamaConfig(vocab_size=tok.vocab_size, max_position_embeddings=4096,
-                          rms_norm_eps=1e-5, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
-                          bos_token_id=tok.bos_id, param_dtype=config.param_dtype,
-                          **dict(config.tiny_model), **runtime)
-        return cfg, None, tok
-    path = model_path(config)
-    cfg, params = hf.load_llama(path, param_dtype=config.param_dtype, **runtime)
-    tok_dir = path.parent if path.is_file() else path
-    return cfg, params, HFTokenizer(tok_dir)
+    def __post_init__(self):
+        if not 0.0 < self.eval_fraction < 1.0 and not self.eval_file:
+            raise ValueError(f"config.data.eval_fraction={self.eval_fraction}: expected (0, 1)")
+        if self.seq_len < 2:
+            raise ValueError(f"config.data.seq_len={self.seq_len}: expected >= 2")
+
+    @classmethod
+    def from_config(cls, data: Any) -> "TextData":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 class LMLoraTask:
-    def __init__(self, config, workdir: str | Path):
-        self.config = config
-        cfg, self._pretrained, self.tokenizer = load_model(config)
-        if config.use_lora:
-            cfg = cfg.replace(lora=lora_lib.LoraConfig(**dict(config.lora)))
-        self.model_cfg = cfg
-        self.model = Llama(cfg)
-        self.train_source, self.eval_source = self._sources(Path(workdir))
+    def __init__(self, config: Any, workdir: str | Path):
+        self.data = TextData.from_config(config.data)
+        self.lm = CausalLM(CausalLMSpec.from_config(config))
+        self.demo_file = Path(workdir) / "data" / "demo_corpus.txt"
+
+    @property
+    def tokenizer(self):
+        return self.lm.tokenizer
 
     # ------------------------------------------------------------------ data
+    def prepare_data(self) -> None:
+        if not self.data.train_file:
+            write_demo_corpus(self.demo_file)
+
     def _tokenize_file(self, path: Path) -> tuple[np.ndarray, pipeline.TextLinesSource]:
         lines = pipeline.TextLinesSource(path)
         docs = [self.tokenizer.encode(lines[i]) for i in range(len(lines))]
         return pipeline.pack_documents(docs, self.tokenizer.eos_id), lines
 
-    def _sources(self, workdir: Path):
-        d = self.config.data
-        train_file = Path(d.train_file) if d.train_file else write_demo_corpus(
-            workdir / "data" / "demo_corpus.txt")
+    @functools.cached_property
+    def sources(self) -> tuple[pipeline.PackedTokenSource, pipeline.PackedTokenSource]:
+        """(train, eval), tokenised on first use."""
+        d = self.data
+        train_file = Path(d.train_file) if d.train_file else self.demo_file
         stream, lines = self._tokenize_file(train_file)
         if d.eval_file:
             eval_stream, _ = self._tokenize_file(Path(d.eval_file))
@@ -80,45 +83,27 @@ class LMLoraTask:
 
     def train_iterator(self, global_batch_size: int, seed: int, process_index: int,
                        process_count: int):
-        return pipeline.train_iterator(self.train_source, global_batch_size=global_batch_size,
+        return pipeline.train_iterator(self.sources[0], global_batch_size=global_batch_size,
                                        seed=seed, process_index=process_index,
-                                       process_count=process_count, map_fn=self.record_fn())
+                                       process_count=process_count)
 
     def eval_batches(self, batch_size: int, process_index: int, process_count: int) -> Iterator:
-        return pipeline.eval_batches(self.eval_source, batch_size=batch_size,
-                                     process_index=process_index, process_count=process_count,
-                                     map_fn=self.record_fn())
-
-    def record_fn(self):
-        """Per-record map from source item to batch row (None: the source yields rows)."""
-        return None
+        return pipeline.eval_batches(self.sources[1], batch_size=batch_size,
+                                     process_index=process_index, process_count=process_count)
 
     # ------------------------------------------------------------------ model
     def init(self, rng: jax.Array) -> tuple[dict, dict]:
-        base_rng, lora_rng = jax.random.split(rng)
-        params = self._pretrained
-        if params is None:
-            params = init_params(self.model_cfg.replace(lora=None), base_rng)
-        if self.model_cfg.lora is None:
-            return {"params": params}, {}
-        return {"lora": init_lora(self.model_cfg, lora_rng)}, {"params": params}
+        return self.lm.init(rng)
 
     def logical_axes(self) -> tuple[dict, dict]:
-        params = logical_axes(self.model_cfg)
-        if self.model_cfg.lora is None:
-            return {"params": params}, {}
-        return {"lora": logical_axes(self.model_cfg, "lora")}, {"params": params}
+        return self.lm.logical_axes()
 
-    def _logits(self, trainable, frozen, batch, rng=None):
-        rngs = {"dropout": rng} if rng is not None else {}
-        return self.model.apply({**frozen, **trainable}, batch["input_ids"], rngs=rngs)
-
-    def loss(self, trainable, frozen, batch, rng):
-        logits = self._logits(trainable, frozen, batch, rng)
+    def loss(self, trainable, frozen, batch, rng, step):
+        logits = self.lm.logits(trainable, frozen, batch["input_ids"], rng=rng)
         return masked_cross_entropy(logits, batch["targets"], batch["loss_mask"]), {}
 
     def eval_step(self, trainable, frozen, batch) -> dict[str, jax.Array]:
-        logits = self._logits(trainable, frozen, batch)
+        logits = self.lm.logits(trainable, frozen, batch["input_ids"])
         mask = batch["loss_mask"].astype(jnp.float32) * batch["weight"][:, None]
         return {"loss_sum": jnp.sum(token_nll(logits, batch["targets"]) * mask),
                 "loss_count": jnp.sum(mask)}
@@ -132,33 +117,8 @@ class LMLoraTask:
         return int(np.asarray(batch["loss_mask"]).sum())
 
     def flops_per_token(self) -> float:
-        """6 N (matmul params, fwd + bwd) + attention scores, as in the PaLM MFU convention."""
-        c = self.model_cfg
-        per_layer = (c.hidden_size * c.head_dim * (2 * c.num_attention_heads
-                                                  + 2 * c.num_key_value_heads)
-                     + 3 * c.hidden_size * c.intermediate_size)
-        n = c.num_hidden_layers * per_layer + c.vocab_size * c.hidden_size
-        attention = 12 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * self.config.data.seq_len
-        return 6.0 * n + attention
+        return self.lm.flops_per_token(self.data.seq_len)
 
     # ------------------------------------------------------------------ export
     def export(self, trainable: dict, frozen: dict, out_dir: str | Path) -> list[Path]:
-        """HF formats: a PEFT adapter dir plus the merged model for LoRA runs, the full
-        model for full fine-tuning. Tokenizer files come from the base model dir."""
-        out = Path(out_dir)
-        path = model_path(self.config)
-        tokenizer_dir = None if path is None else (path.parent if path.is_file() else path)
-        base_cfg = self.model_cfg.replace(lora=None)
-        if self.model_cfg.lora is None:
-            return [hf.save_llama(base_cfg, trainable["params"], out / "model",
-                                  tokenizer_source=tokenizer_dir)]
-        written = []
-        if path is None:  # a random base exists only here: export it so the adapter is usable
-            path = hf.save_llama(base_cfg, frozen["params"], out / "base")
-            written.append(path)
-        written.append(peft.save_peft_adapter(self.model_cfg, trainable["lora"], out / "adapter",
-                                              base_model_name_or_path=str(path)))
-        merged = lora_lib.merge(frozen["params"], trainable["lora"], self.model_cfg.lora)
-        written.append(hf.save_llama(base_cfg, merged, out / "merged",
-                                     tokenizer_source=tokenizer_dir))
-        return written
+        return self.lm.export(trainable, frozen, out_dir)

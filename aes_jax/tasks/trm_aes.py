@@ -10,10 +10,13 @@ supervision step and refills halted rows with new essays.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import functools
 import json
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +25,8 @@ from jax.sharding import PartitionSpec as P
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from aes_jax.data import asap, pipeline
-from aes_jax.data.asap_demo import write_demo_tsv
-from aes_jax.eval import metrics
+from aes_jax.data import asap, asap_records, pipeline, wordpiece
+from aes_jax.eval import metrics, plots
 from aes_jax.interop import assets
 from aes_jax.losses.regression import halting_bce, weighted_mse
 from aes_jax.models.trm import TRM, TRMConfig, init_params, predict
@@ -32,15 +34,6 @@ from aes_jax.models.trm import TRM, TRMConfig, init_params, predict
 log = logging.getLogger(__name__)
 
 EMBEDDING_TENSOR = "embeddings.word_embeddings.weight"
-
-
-def build_demo_dataset(out_dir: Path, max_tokens: int) -> Path:
-    """The synthetic demo corpus (official ASAP TSV layout) built into `out_dir`."""
-    if (out_dir / "manifest.json").is_file():
-        return out_dir
-    tsv = write_demo_tsv(out_dir.parent / "demo_training_set.tsv")
-    asap.build_dataset(asap.BuildOptions(inputs=[tsv], output_dir=out_dir, max_tokens=max_tokens))
-    return out_dir
 
 
 def read_embedding_table(model_dir: Path) -> np.ndarray:
@@ -53,33 +46,83 @@ def read_embedding_table(model_dir: Path) -> np.ndarray:
         return f.get_tensor(names[0]).astype(np.float32)
 
 
-class TRMAesTask:
-    def __init__(self, config, workdir: str | Path):
-        self.config = config
+@dataclasses.dataclass(frozen=True)
+class TRMAesOptions:
+    """The TRM-AES config fields, validated once (flags keep their names)."""
+
+    dataset_dir: str = ""  # "" = the synthetic demo corpus built into WORKDIR/data
+    eval_split: str = "dev"
+    embeddings_dir: str = ""  # "" = the packaged MiniLM
+    max_tokens: int = 128  # for the demo dataset only; a built dataset says its own
+    model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    dtype: str = "float32"
+    train_traits: bool = True
+    use_halting: bool = True
+    eval_halting: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any) -> "TRMAesOptions":
         d = config.data
-        dataset_dir = (Path(d.dataset_dir) if d.dataset_dir
-                       else build_demo_dataset(Path(workdir) / "data", d.max_tokens))
-        self.manifest = asap.load_manifest(dataset_dir)
-        self.seq_len = int(self.manifest["max_tokens"])
-        self.pad_id = int(self.manifest["tokenizer"]["pad_id"])
-        self.ranges = {int(p): tuple(r) for p, r in self.manifest["score_ranges"].items()}
-        embeddings_dir = Path(d.embeddings_dir) if d.embeddings_dir else assets.minilm_dir()
-        self.embeddings = read_embedding_table(embeddings_dir)
+        return cls(dataset_dir=d.dataset_dir, eval_split=d.eval_split,
+                   embeddings_dir=d.embeddings_dir, max_tokens=d.max_tokens,
+                   model=dict(config.model), dtype=config.dtype,
+                   train_traits=config.get("train_traits", True),
+                   use_halting=config.use_halting, eval_halting=config.eval_halting)
+
+
+class TRMAesTask:
+    def __init__(self, config: Any, workdir: str | Path):
+        self.options = TRMAesOptions.from_config(config)
+        o = self.options
+        self.dataset_dir = Path(o.dataset_dir) if o.dataset_dir else Path(workdir) / "data"
+
+    def prepare_data(self) -> None:
+        if not self.options.dataset_dir:
+            asap_records.build_demo_dataset(self.dataset_dir, self.options.max_tokens)
+
+    # ------------------------------------------------------------------ dataset facts
+    @functools.cached_property
+    def manifest(self) -> dict:
+        return asap_records.load_manifest(self.dataset_dir)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.manifest["max_tokens"])
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.manifest["tokenizer"]["pad_id"])
+
+    @property
+    def ranges(self) -> dict[int, tuple[int, int]]:
+        return {int(p): tuple(r) for p, r in self.manifest["score_ranges"].items()}
+
+    @property
+    def traits(self) -> list[str]:
+        """Output 0 is the holistic score; then one per ASAP++ trait in the dataset."""
+        return list(self.manifest["trait_names"]) if self.options.train_traits else []
+
+    @functools.cached_property
+    def embeddings(self) -> np.ndarray:
+        o = self.options
+        embeddings_dir = Path(o.embeddings_dir) if o.embeddings_dir else assets.minilm_dir()
+        table = read_embedding_table(embeddings_dir)
         vocab = int(self.manifest["tokenizer"]["vocab_size"])
-        if self.embeddings.shape[0] != vocab:
-            raise ValueError(f"{embeddings_dir}: {self.embeddings.shape[0]} embedding rows but the "
+        if table.shape[0] != vocab:
+            raise ValueError(f"{embeddings_dir}: {table.shape[0]} embedding rows but the "
                              f"dataset's tokenizer has {vocab} tokens; use the same BERT dir for both")
-        # Output 0 is the holistic score; then one per ASAP++ trait in the dataset.
-        self.traits = list(self.manifest["trait_names"]) if config.get("train_traits", True) else []
-        self.model_cfg = TRMConfig(vocab_size=vocab, embed_dim=self.embeddings.shape[1],
-                                   max_len=self.seq_len, num_outputs=1 + len(self.traits),
-                                   dtype=config.dtype, **dict(config.model))
-        self.model = TRM(self.model_cfg)
-        self.train_source = asap.AsapDataSource(dataset_dir, "train")
-        self.eval_source = asap.AsapDataSource(dataset_dir, d.eval_split)
-        log.info("TRM-AES on %s: %d train / %d %s essays, prompts %s, %d tokens", dataset_dir,
-                 len(self.train_source), len(self.eval_source), d.eval_split,
-                 sorted(self.ranges), self.seq_len)
+        return table
+
+    @functools.cached_property
+    def model_cfg(self) -> TRMConfig:
+        return TRMConfig(vocab_size=int(self.manifest["tokenizer"]["vocab_size"]),
+                         embed_dim=self.embeddings.shape[1], max_len=self.seq_len,
+                         num_outputs=1 + len(self.traits), dtype=self.options.dtype,
+                         **dict(self.options.model))
+
+    @property
+    def model(self) -> TRM:
+        return TRM(self.model_cfg)
 
     # ------------------------------------------------------------------ data
     def _example(self, record: dict) -> dict:
@@ -95,14 +138,20 @@ class TRMAesTask:
                 "prompt": np.int32(record["prompt"]), "score": np.int32(record["score"]),
                 "essay_id": np.int32(record["essay_id"])}
 
+    def source(self, split: str) -> asap_records.AsapDataSource:
+        return asap_records.AsapDataSource(self.dataset_dir, split)
+
     def train_iterator(self, global_batch_size: int, seed: int, process_index: int,
                        process_count: int):
-        return pipeline.train_iterator(self.train_source, global_batch_size=global_batch_size,
+        train = self.source("train")
+        log.info("TRM-AES on %s: %d train essays, prompts %s, %d tokens", self.dataset_dir,
+                 len(train), sorted(self.ranges), self.seq_len)
+        return pipeline.train_iterator(train, global_batch_size=global_batch_size,
                                        seed=seed, process_index=process_index,
                                        process_count=process_count, map_fn=self._example)
 
     def eval_batches(self, batch_size: int, process_index: int, process_count: int) -> Iterator:
-        return pipeline.eval_batches(self.eval_source, batch_size=batch_size,
+        return pipeline.eval_batches(self.source(self.options.eval_split), batch_size=batch_size,
                                      process_index=process_index, process_count=process_count,
                                      map_fn=self._example)
 
@@ -115,7 +164,7 @@ class TRMAesTask:
         shapes = jax.eval_shape(lambda: init_params(self.model_cfg, jax.random.PRNGKey(0)))
         return {"params": jax.tree.map(lambda _: P(), shapes)}, {}
 
-    def loss(self, trainable, frozen, batch, rng):
+    def loss(self, trainable, frozen, batch, rng, step):
         params = trainable["params"]
         ids, mask = batch["input_ids"], batch["attention_mask"]
         carry = self.model.apply({"params": params}, ids, method=TRM.initial_carry)
@@ -126,7 +175,7 @@ class TRMAesTask:
                                    rngs={"dropout": jax.random.fold_in(rng, s)})
             mse_last = weighted_mse(out.scores, batch["target"], active, batch["target_mask"])
             step_loss = mse_last
-            if self.config.use_halting:
+            if self.options.use_halting:
                 error = jnp.abs(out.scores[:, 0] - batch["target"][:, 0])
                 correct = jax.lax.stop_gradient(error < batch["half_point"])
                 step_loss = step_loss + halting_bce(out.halt_logit, correct, active)
@@ -137,7 +186,7 @@ class TRMAesTask:
 
     def eval_step(self, trainable, frozen, batch) -> dict:
         scores, steps = predict(self.model, trainable["params"], batch["input_ids"],
-                                batch["attention_mask"], use_halting=self.config.eval_halting)
+                                batch["attention_mask"], use_halting=self.options.eval_halting)
         return {"pred": scores, "steps": steps, "prompt": batch["prompt"],
                 "score": batch["score"], "essay_id": batch["essay_id"], "weight": batch["weight"],
                 "trait_scores": batch["trait_scores"], "trait_mask": batch["target_mask"][:, 1:]}
@@ -181,13 +230,60 @@ class TRMAesTask:
             traits = metrics.per_trait_report(rows["prompt"], trues, preds, ranges)
             out["trait_mean_qwk"] = traits["mean_qwk"]
             for t, rep in traits["per_trait"].items():
-                out[f"qwk_{t.lower().replace(' ', '_')}"] = rep["mean_qwk"]
+                out[f"qwk_{metrics.trait_key(t)}"] = rep["mean_qwk"]
         return out
+
+    # ------------------------------------------------------------------ scoring
+    def read_essays(self, path: str | Path, limit: int = 0) -> list[dict]:
+        """A TSV of new essays (header with at least essay_id, essay_set, essay; the
+        official ASAP layout qualifies, score columns are ignored) -> records."""
+        return self.encode_essays(read_essays_tsv(Path(path))[:limit or None])
+
+    def split_essays(self, split: str, limit: int = 0) -> list[dict]:
+        """The records of a split of the run's dataset (gold scores known)."""
+        source = self.source(split)
+        return [source[i] for i in range(min(len(source), limit or len(source)))]
+
+    def score(self, trainable, frozen, essays: Sequence[dict], *, batch_size: int,
+              full_answer: bool = False) -> dict[str, np.ndarray]:
+        eval_step = jax.jit(self.eval_step)
+        outputs = [jax.device_get(eval_step(trainable, frozen, batch))
+                   for batch in pipeline.eval_batches(list(essays), batch_size=batch_size,
+                                                      map_fn=self._example)]
+        rows = self.predictions(outputs)
+        if not all(e.get("gold_known", True) for e in essays):
+            del rows["gold"]
+        return rows
+
+    def write_scores(self, scored: Mapping[str, np.ndarray], path: Path,
+                     meta: Mapping[str, Any]) -> dict[str, Any]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_predictions_csv(scored, path)
+        report = {**meta, "num_essays": len(scored["essay_id"])}
+        if "gold" in scored:
+            report.update(metrics.per_prompt_report(scored["prompt"], scored["gold"],
+                                                    scored["pred_raw"], self.ranges))
+        return report
+
+    def write_eval_artifacts(self, outputs: list[dict], out_dir: Path, *, split: str,
+                             step: int) -> list[Path]:
+        """predictions_<split>.csv and one confusion-matrix PNG per prompt."""
+        rows = self.predictions(outputs)
+        written = [write_predictions_csv(rows, out_dir / f"predictions_{split}.csv")]
+        for prompt in sorted(set(rows["prompt"].tolist())):
+            lo, hi = self.ranges[prompt]
+            sel = rows["prompt"] == prompt
+            cm = metrics.confusion_matrix(rows["gold"][sel], rows["pred"][sel], lo, hi)
+            path = out_dir / f"confusion_{split}_p{prompt}.png"
+            plots.confusion_matrix_png(cm, list(range(lo, hi + 1)),
+                                       f"prompt {prompt} ({split}, step {step})", path)
+            written.append(path)
+        return written
 
     def encode_essays(self, essays: list[tuple[int, int, str]]) -> list[dict]:
         """(essay_id, prompt, text) -> records like the dataset's, for scoring new essays;
         tokenised, prompt-prefixed and truncated exactly as launch.build_dataset does."""
-        tok = asap.load_tokenizer(self.manifest["tokenizer"]["dir"])
+        tok = wordpiece.load_tokenizer(self.manifest["tokenizer"]["dir"])
         prompt_texts = {int(k): v for k, v in self.manifest.get("prompt_texts", {}).items()}
         prompt_ids = {p: tok.encode_many([t])[0] for p, t in prompt_texts.items()}
         pieces = tok.encode_many([text for _, _, text in essays])
@@ -196,7 +292,7 @@ class TRMAesTask:
             if prompt not in self.ranges:
                 raise ValueError(f"essay {essay_id}: prompt {prompt} was not trained "
                                  f"(this model knows prompts {sorted(self.ranges)})")
-            full, _ = asap.assemble_ids(ids, tok.cls_id, tok.sep_id, prompt_ids.get(prompt),
+            full, _ = wordpiece.assemble_ids(ids, tok.cls_id, tok.sep_id, prompt_ids.get(prompt),
                                         self.seq_len)
             lo = self.ranges[prompt][0]
             n = len(self.traits)
@@ -204,7 +300,7 @@ class TRMAesTask:
                             "target": 0.0, "score": lo, "essay_id": essay_id,
                             "trait_targets": np.zeros(n, np.float32),
                             "trait_mask": np.zeros(n, bool),
-                            "trait_scores": np.full(n, -1, np.int32)})
+                            "trait_scores": np.full(n, -1, np.int32), "gold_known": False})
         return records
 
     def tokens_in_batch(self, batch) -> int:
@@ -231,3 +327,41 @@ class TRMAesTask:
             {"model": self.model_cfg.__dict__, "score_ranges": self.ranges,
              "tokenizer": self.manifest["tokenizer"]}, indent=2) + "\n")
         return [out]
+
+
+REQUIRED_COLUMNS = ("essay_id", "essay_set", "essay")
+
+
+def read_essays_tsv(path: Path) -> list[tuple[int, int, str]]:
+    """(essay_id, prompt, text) rows of a tab-separated file with a header."""
+    csv.field_size_limit(2**31 - 1)
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: header lacks column(s) {missing}; expected at least "
+                             f"{list(REQUIRED_COLUMNS)} (tab-separated)")
+        essays = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                essays.append((int(row["essay_id"]), int(row["essay_set"]), row["essay"] or ""))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{path}:{line}: essay_id and essay_set must be integers "
+                                 f"({e})") from e
+    if not essays:
+        raise ValueError(f"{path}: no essays after the header")
+    return essays
+
+
+def write_predictions_csv(rows: Mapping[str, np.ndarray], path: Path) -> Path:
+    """essay_id, prompt, [gold,] predicted_raw, predicted; gold only when `rows` has it."""
+    has_gold = "gold" in rows
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["essay_id", "prompt"] + (["gold"] if has_gold else [])
+                        + ["predicted_raw", "predicted"])
+        for i in range(len(rows["essay_id"])):
+            gold = [int(rows["gold"][i])] if has_gold else []
+            writer.writerow([int(rows["essay_id"][i]), int(rows["prompt"][i])] + gold
+                            + [f"{float(rows['pred_raw'][i]):.4f}", int(rows["pred"][i])])
+    return path

@@ -1,7 +1,9 @@
-"""The one training loop: every task trains through `train(config, workdir)`.
+"""The one training loop: `train(task, config, workdir)` trains any task.
 
-The task gives init, a pure loss, data and evaluation sums; this file does sharding,
-jit, accumulation, logging, evaluation, checkpoints and exact resume.
+The task gives init, a pure loss, data and evaluation sums (the contract is
+`train/task.py`); this file does sharding, jit, accumulation, logging, evaluation,
+checkpoints and exact resume. It reads the engine settings through `EngineConfig` and
+never looks a task up by name.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import jax
 import optax
 from tqdm import tqdm
 
-from aes_jax import tasks
 from aes_jax.train import sharding
 from aes_jax.train.checkpoint import Checkpointer, abstract_like
+from aes_jax.train.engine_config import EngineConfig
 from aes_jax.train.metrics_writer import MetricWriter, peak_flops, truncate_after
 from aes_jax.train.optim import make_optimizer
 from aes_jax.train.state import TrainState
-from aes_jax.train.step import make_train_step
+from aes_jax.train.step import make_train_step, stateless
+from aes_jax.train.task import StatefulTask, Task
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,10 @@ def _state_shardings(state: TrainState, trainable_sh: Any, optimizer, mesh) -> T
     # Optimiser moments are shaped like the params: shard them the same way.
     opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, state.opt_state, trainable_sh,
                                    transform_non_params=lambda _: repl)
+    # A task's state is per row: split over the batch axes like the batch itself.
+    task_sh = jax.tree.map(lambda _: sharding.batch_sharding(mesh), state.task_state)
     return TrainState(step=repl, trainable=trainable_sh, opt_state=opt_sh, rng=repl,
-                      ema=trainable_sh if state.ema is not None else None)
+                      ema=trainable_sh if state.ema is not None else None, task_state=task_sh)
 
 
 def _first_nonfinite(pending: list[tuple[int, dict]]) -> int | None:
@@ -49,27 +54,30 @@ def _first_nonfinite(pending: list[tuple[int, dict]]) -> int | None:
     return None
 
 
-def evaluate(task, eval_step, state: TrainState, frozen, config, mesh) -> dict[str, float]:
+def evaluate(task: Task, eval_step, state: TrainState, frozen, batch_size: int, mesh
+             ) -> dict[str, float]:
     """One pass over the task's eval batches; the task turns the outputs into metrics."""
     params = state.ema if state.ema is not None else state.trainable
     outputs = [jax.device_get(eval_step(params, frozen, sharding.global_batch(batch, mesh)))
-               for batch in task.eval_batches(config.eval_batch_size, jax.process_index(),
+               for batch in task.eval_batches(batch_size, jax.process_index(),
                                               jax.process_count())]
     return {f"eval_{k}": v for k, v in task.summarize(outputs).items()}
 
 
-def train(config, workdir: str | Path) -> dict[str, Any]:
-    """Runs (or resumes) training; returns the last logged metrics."""
-    mesh = sharding.make_mesh(dict(config.mesh))
-    rules = [tuple(tuple(a) if isinstance(a, list) else a for a in r) for r in config.sharding_rules]
+def train(task: Task, config: Any, workdir: str | Path) -> dict[str, Any]:
+    """Runs (or resumes) training of `task` with the engine settings of `config`; returns
+    the last logged metrics."""
+    engine = EngineConfig.from_config(config)
+    mesh = sharding.make_mesh(dict(engine.mesh))
+    rules = list(engine.sharding_rules)
     # Models constrain activations by logical name; these contexts give the names meaning.
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return _train(config, Path(workdir), mesh, rules)
+        return _train(task, engine, Path(workdir), mesh, rules)
 
 
-def _train(config, workdir: Path, mesh, rules) -> dict[str, Any]:
+def _train(task: Task, config: EngineConfig, workdir: Path, mesh, rules) -> dict[str, Any]:
     is_main = jax.process_index() == 0
-    task = tasks.build(config, workdir)
+    stateful = isinstance(task, StatefulTask)
     log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
              jax.process_count())
 
@@ -83,7 +91,9 @@ def _train(config, workdir: Path, mesh, rules) -> dict[str, Any]:
     frozen = jax.device_put(frozen, frozen_sh)
 
     def create_state(t):
-        return TrainState.create(t, optimizer, config.seed + 1, use_ema=config.ema_decay > 0)
+        task_state = task.init_task_state(config.global_batch_size) if stateful else None
+        return TrainState.create(t, optimizer, config.seed + 1, use_ema=config.ema_decay > 0,
+                                 task_state=task_state)
 
     state_shapes = jax.eval_shape(create_state, trainable)
     state_sh = _state_shardings(state_shapes, trainable_sh, optimizer, mesh)
@@ -104,7 +114,8 @@ def _train(config, workdir: Path, mesh, rules) -> dict[str, Any]:
         truncate_after(workdir / "metrics.jsonl", start)
 
     batch_sh = sharding.batch_sharding(mesh)
-    step_fn = make_train_step(task.loss, optimizer, schedule, config.grad_accum_steps,
+    loss_fn = task.loss_with_state if stateful else stateless(task.loss)
+    step_fn = make_train_step(loss_fn, optimizer, schedule, config.grad_accum_steps,
                               config.ema_decay)
     train_step = jax.jit(step_fn, in_shardings=(state_sh, frozen_sh, batch_sh),
                          out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
@@ -124,8 +135,6 @@ def _train(config, workdir: Path, mesh, rules) -> dict[str, Any]:
             window_tokens += task.tokens_in_batch(local) * jax.process_count()
             state, metrics = train_step(state, frozen, sharding.global_batch(local, mesh))
             pending.append((step, metrics))
-            if config.get("sleep_per_step_s", 0.0):
-                time.sleep(config.sleep_per_step_s)
 
             is_last = step == config.total_steps
             do_eval = config.eval_every and (step % config.eval_every == 0 or is_last)
@@ -150,7 +159,8 @@ def _train(config, workdir: Path, mesh, rules) -> dict[str, Any]:
                 if peak and flops_per_token:
                     record["mfu"] = tokens_per_s * flops_per_token / (peak * jax.device_count())
                 if do_eval:
-                    record.update(evaluate(task, eval_step, state, frozen, config, mesh))
+                    record.update(evaluate(task, eval_step, state, frozen, config.eval_batch_size,
+                                           mesh))
                 writer.write(step, record)
                 last = {"step": step, **record}
                 bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{tokens_per_s:,.0f}")

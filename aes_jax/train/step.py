@@ -1,4 +1,5 @@
-"""The pure train step: gradient accumulation, clipping/optimiser update, optional EMA."""
+"""The pure train step: gradient accumulation, clipping/optimiser update, optional EMA,
+and a stateful task's state carried from step to step."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import optax
 
 from aes_jax.train.state import TrainState
 
+# loss_fn(trainable, frozen, task_state, batch, rng, step) -> (loss, metrics, task_state)
+StatefulLoss = Callable[..., tuple[jax.Array, dict, Any]]
 
-def split_microbatches(batch: dict, accum_steps: int) -> dict:
+
+def split_microbatches(batch: Any, accum_steps: int) -> Any:
     """[B, ...] -> [accum, B / accum, ...] (row i of the micro-batch j is row j*B/accum+i)."""
     def split(x):
         if x.shape[0] % accum_steps:
@@ -21,26 +25,47 @@ def split_microbatches(batch: dict, accum_steps: int) -> dict:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
+def join_microbatches(tree: Any) -> Any:
+    """The inverse of `split_microbatches`."""
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+def stateless(loss_fn: Callable) -> StatefulLoss:
+    """loss_fn(trainable, frozen, batch, rng, step) -> (loss, metrics), in the stateful
+    signature the step uses (the state passes through untouched, usually None)."""
+    def with_state(trainable, frozen, task_state, batch, rng, step):
+        loss, metrics = loss_fn(trainable, frozen, batch, rng, step)
+        return loss, metrics, task_state
+    return with_state
+
+
+def make_train_step(loss_fn: StatefulLoss, optimizer: optax.GradientTransformation,
                     schedule: Callable, accum_steps: int = 1, ema_decay: float = 0.0
                     ) -> Callable[[TrainState, Any, dict], tuple[TrainState, dict]]:
-    """loss_fn(trainable, frozen, batch, rng) -> (loss, metrics). Gradients of the
-    micro-batches are averaged, so accumulation equals one step on the whole batch."""
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    """Gradients of the micro-batches are averaged, so accumulation equals one step on the
+    whole batch; the task state (per row) is split and rejoined like the batch."""
+    def loss_and_state(trainable, frozen, task_state, batch, rng, step):
+        loss, metrics, new_state = loss_fn(trainable, frozen, task_state, batch, rng, step)
+        return loss, (metrics, jax.lax.stop_gradient(new_state))
+
+    grad_fn = jax.value_and_grad(loss_and_state, has_aux=True)
 
     def train_step(state: TrainState, frozen: Any, batch: dict):
         rng, step_rng = jax.random.split(state.rng)
         micro = split_microbatches(batch, accum_steps)
+        micro_state = split_microbatches(state.task_state, accum_steps)
 
         def accumulate(carry, xs):
             grads_sum, loss_sum = carry
-            i, mb = xs
-            (loss, aux), grads = grad_fn(state.trainable, frozen, mb, jax.random.fold_in(step_rng, i))
-            return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), aux
+            i, mb, ts = xs
+            (loss, (aux, new_ts)), grads = grad_fn(state.trainable, frozen, ts, mb,
+                                                   jax.random.fold_in(step_rng, i), state.step)
+            return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), (aux, new_ts)
 
         zeros = jax.tree.map(jnp.zeros_like, state.trainable)
-        (grads, loss), aux = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)),
-                                          (jnp.arange(accum_steps), micro))
+        (grads, loss), (aux, task_state) = jax.lax.scan(
+            accumulate, (zeros, jnp.zeros((), jnp.float32)),
+            (jnp.arange(accum_steps), micro, micro_state))
         grads = jax.tree.map(lambda g: g / accum_steps, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
@@ -51,7 +76,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
                    "learning_rate": schedule(state.step),
                    **jax.tree.map(lambda x: jnp.mean(x, axis=0), aux)}
         new_state = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state,
-                                  rng=rng, ema=ema)
+                                  rng=rng, ema=ema, task_state=join_microbatches(task_state))
         return new_state, metrics
 
     return train_step

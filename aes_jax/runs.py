@@ -1,35 +1,48 @@
-"""Evaluate a training run's checkpoint on a split and write the eval/ directory."""
+"""A training run directory, above tasks and the engine: rebuild its task from
+RUN/config.json, restore its params from a checkpoint, evaluate it into RUN/eval/."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import ml_collections
-import numpy as np
 
 from aes_jax import tasks
-from aes_jax.eval import metrics, plots
+from aes_jax.eval import plots
+from aes_jax.tasks.capabilities import EvalArtifactWriter
 from aes_jax.train.checkpoint import read_state_numpy
+from aes_jax.train.task import Task
 
 
-def load_run(run_dir: str | Path, overrides: dict[str, Any] | None = None):
-    """(config, task) rebuilt from RUN/config.json, as the run built them."""
-    run_dir = Path(run_dir)
-    config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
+def load_config(run_dir: str | Path, overrides: Mapping[str, Any] | None = None
+                ) -> ml_collections.ConfigDict:
+    """RUN/config.json as a ConfigDict, with dotted-key overrides ("data.eval_split")."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.json; expected a training run "
+                                "directory written by launch.train")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
     for key, value in (overrides or {}).items():
         node = config
         *parents, leaf = key.split(".")
         for p in parents:
             node = node[p]
         node[leaf] = value
+    return config
+
+
+def load_run(run_dir: str | Path, overrides: Mapping[str, Any] | None = None
+             ) -> tuple[ml_collections.ConfigDict, Task]:
+    """(config, task) rebuilt from RUN/config.json, as the run built them (cheap: no
+    weights are read and no training data is tokenised until they are needed)."""
+    config = load_config(run_dir, overrides)
     return config, tasks.build(config, run_dir)
 
 
-def restore_params(run_dir: str | Path, config, task, step: int | None = None,
+def restore_params(run_dir: str | Path, config: Any, task: Task, step: int | None = None,
                    use_ema: bool = False) -> tuple[int, Any, Any]:
     """(step, trainable, frozen): trainable from the checkpoint (or its EMA), the frozen
     part (e.g. a LoRA base) rebuilt exactly as the run built it."""
@@ -42,8 +55,9 @@ def restore_params(run_dir: str | Path, config, task, step: int | None = None,
 
 def evaluate_run(run_dir: str | Path, split: str = "test", step: int | None = None,
                  use_ema: bool = False, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Metrics JSON, predictions CSV, one confusion-matrix PNG per prompt and the learning
-    curve, under RUN/eval/ (or `out_dir`)."""
+    """metrics_<split>.json and the learning curve for every task, under RUN/eval/ (or
+    `out_dir`), plus what an `EvalArtifactWriter` task adds (TRM: predictions CSV and
+    confusion matrices)."""
     run_dir = Path(run_dir)
     config, task = load_run(run_dir, {"data.eval_split": split})
     step, trainable, frozen = restore_params(run_dir, config, task, step, use_ema)
@@ -55,32 +69,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", step: int | None = No
     out = Path(out_dir) if out_dir else run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
-    if hasattr(task, "predictions"):
-        rows = task.predictions(outputs)
-        write_predictions_csv(rows, out / f"predictions_{split}.csv")
-        for prompt in sorted(set(rows["prompt"].tolist())):
-            lo, hi = task.ranges[prompt]
-            sel = rows["prompt"] == prompt
-            cm = metrics.confusion_matrix(rows["gold"][sel], rows["pred"][sel], lo, hi)
-            plots.confusion_matrix_png(cm, list(range(lo, hi + 1)),
-                                       f"prompt {prompt} ({split}, step {step})",
-                                       out / f"confusion_{split}_p{prompt}.png")
+    if isinstance(task, EvalArtifactWriter):
+        task.write_eval_artifacts(outputs, out, split=split, step=step)
     if (run_dir / "metrics.jsonl").is_file():
         plots.learning_curve_png(run_dir / "metrics.jsonl", out / "learning_curve.png",
                                  keys=("loss", "mse_last_step", "eval_loss"),
                                  extra_keys=("eval_mean_qwk",))
     return result
-
-
-def write_predictions_csv(rows: dict[str, np.ndarray], path: Path) -> Path:
-    """essay_id, prompt, [gold,] predicted_raw, predicted; gold only when `rows` has it."""
-    has_gold = "gold" in rows
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["essay_id", "prompt"] + (["gold"] if has_gold else [])
-                        + ["predicted_raw", "predicted"])
-        for i in range(len(rows["essay_id"])):
-            gold = [int(rows["gold"][i])] if has_gold else []
-            writer.writerow([int(rows["essay_id"][i]), int(rows["prompt"][i])] + gold
-                            + [f"{float(rows['pred_raw'][i]):.4f}", int(rows["pred"][i])])
-    return path

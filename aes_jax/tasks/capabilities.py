@@ -1,0 +1,69 @@
+"""Optional task capabilities, declared as protocols that launchers and `aes_jax.runs`
+check with `isinstance` (never `hasattr`). The loop's own contract is `train/task.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from aes_jax.data.score_format import ScoreFormat
+
+
+@runtime_checkable
+class PreparesData(Protocol):
+    """A task whose config may name no dataset: `launch.train` calls `prepare_data` before
+    training, which builds the default (synthetic demo) dataset directory with its
+    manifest. The task itself only reads that directory, lazily."""
+
+    def prepare_data(self) -> None: ...
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Writes what was learned in torch-world formats (`launch.export --run`)."""
+
+    def export(self, trainable: Any, frozen: Any, out_dir: str | Path) -> list[Path]: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores essays with trained params (`launch.score`): new essays from a file in the
+    scorer's input format, or a split of the run's dataset (with gold scores)."""
+
+    def read_essays(self, path: str | Path, limit: int = 0) -> list[Any]: ...
+
+    def split_essays(self, split: str, limit: int = 0) -> list[Any]: ...
+
+    def score(self, trainable: Any, frozen: Any, essays: Sequence[Any], *, batch_size: int,
+              full_answer: bool = False) -> Mapping[str, Any]:
+        """Rows of scores for `essays` (full_answer: generative scorers also write the
+        feedback after the score line)."""
+
+    def write_scores(self, scored: Mapping[str, Any], path: Path,
+                     meta: Mapping[str, Any]) -> dict[str, Any]:
+        """Writes the scores CSV (and metrics beside it where gold is known); returns a
+        JSON-able report that starts with `meta` (run, step)."""
+
+
+@runtime_checkable
+class GenerativeScorer(Scorer, Protocol):
+    """A scorer that answers with generated text in a `ScoreFormat`, so its answers can be
+    sampled many times (`launch.self_consistency`)."""
+
+    tokenizer: Any
+
+    def score_format(self) -> ScoreFormat: ...
+
+    def inference_model(self, trainable: Any, frozen: Any) -> tuple[Any, dict]:
+        """(LlamaConfig, params) that the sampler runs (LoRA merged in)."""
+
+
+@runtime_checkable
+class EvalArtifactWriter(Protocol):
+    """Writes task-specific evaluation files (predictions CSV, confusion matrices) next to
+    the metrics JSON that `aes_jax.runs.evaluate_run` writes for every task."""
+
+    def write_eval_artifacts(self, outputs: list[dict[str, np.ndarray]], out_dir: Path, *,
+                             split: str, step: int) -> list[Path]: ...

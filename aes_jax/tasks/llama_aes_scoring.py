@@ -1,0 +1,67 @@
+"""LLaMA-AES as a `Scorer`: the essays to score (a split of the run's dataset, or a JSONL
+file in the PyTorch original's format), greedy + expected-score decoding through
+`eval/llm_scoring.py`, and the scores CSV with its metrics JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from aes_jax.data import mtl_io
+from aes_jax.data.score_format import ScoringInput
+from aes_jax.eval import llm_scoring
+
+
+def split_inputs(task: Any, split: str, limit: int = 0) -> list[ScoringInput]:
+    """The prompts (and gold digits) of a dataset split, encoded as training data is."""
+    examples = task.split_examples(split, limit)
+    encoded = task.encode(examples, split)
+    return [ScoringInput(ex.essay_id or str(i), np.asarray(enc.prompt_ids, np.int32),
+                         np.asarray(enc.digit_value, np.float64))
+            for i, (ex, enc) in enumerate(zip(examples, encoded))]
+
+
+def jsonl_inputs(task: Any, path: str | Path, limit: int = 0) -> list[ScoringInput]:
+    """Prompts of a JSONL file in the PyTorch original's format. An example whose output
+    holds a score line is encoded exactly like training data (gold known, long essays
+    shortened); one with an empty output is scored without gold, and its prompt must fit
+    seq_len as it is."""
+    seq_len = task.options.data.seq_len
+    inputs = []
+    for i, ex in enumerate(mtl_io.read_jsonl(path)[:limit or None]):
+        essay_id = ex.essay_id or f"{Path(path).name}:{i + 1}"
+        if ex.output.strip():
+            enc = task.encode([ex], str(path))[0]
+            inputs.append(ScoringInput(essay_id, np.asarray(enc.prompt_ids, np.int32),
+                                       np.asarray(enc.digit_value, np.float64)))
+            continue
+        tok = task.tokenizer
+        ids = np.asarray(tok.encode(tok.chat_prompt(ex.instruction)), np.int32)
+        if len(ids) > seq_len:
+            raise ValueError(f"{ex.name()}: prompt of {len(ids)} tokens exceeds seq_len="
+                             f"{seq_len}; shorten the essay")
+        inputs.append(ScoringInput(essay_id, ids, None))
+    return inputs
+
+
+def score(task: Any, trainable: dict, frozen: dict, essays: Sequence[ScoringInput], *,
+          batch_size: int, full_answer: bool = False) -> dict[str, Any]:
+    cfg, params = task.inference_model(trainable, frozen)
+    return llm_scoring.score_inputs(cfg, params, task.tokenizer, task.score_format(), essays,
+                                    batch_size, task.options.max_new_tokens,
+                                    score_line_only=not full_answer)
+
+
+def write_scores(task: Any, scored: dict[str, Any], path: Path, meta: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+    """The CSV, and beside it (when some essays have gold) `<csv stem>.metrics.json`."""
+    fmt = task.score_format()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    llm_scoring.write_scores_csv(fmt, scored, path)
+    report = {**meta, **llm_scoring.scoring_report(fmt, scored)}
+    if report["num_with_gold"]:
+        path.with_suffix(".metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

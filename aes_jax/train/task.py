@@ -1,0 +1,71 @@
+"""The contract between a task and the training loop.
+
+A task is any object with the methods of `Task`; the loop is handed one and never looks
+a system up by name. Every function the loop jits (loss, eval_step, init_task_state) is
+pure. A task that keeps state across steps (deep-supervision carries, rollout buffers)
+also implements `StatefulTask`; the loop checks that protocol, never `hasattr`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+
+import jax
+import numpy as np
+
+Batch = Mapping[str, Any]
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What the loop needs from a system."""
+
+    def init(self, rng: jax.Array) -> tuple[Any, Any]:
+        """-> (trainable, frozen) pytrees. The optimiser sees only `trainable`."""
+
+    def logical_axes(self) -> tuple[Any, Any]:
+        """Logical axis names (PartitionSpec leaves) matching (trainable, frozen)."""
+
+    def loss(self, trainable: Any, frozen: Any, batch: Batch, rng: jax.Array, step: jax.Array
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Pure: mean loss over the batch and extra scalar metrics. `step` is the int32
+        number of updates done before this one (0 at the first), as the lr schedule sees
+        it, for step-dependent weights, KL coefficients or curricula."""
+
+    def eval_step(self, trainable: Any, frozen: Any, batch: Batch) -> dict[str, jax.Array]:
+        """Pure: whatever per-batch arrays `summarize` needs (sums, or per-row outputs)."""
+
+    def summarize(self, outputs: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        """Eval metrics from the outputs of every eval batch (the loop prefixes `eval_`)."""
+
+    def train_iterator(self, global_batch_size: int, seed: int, process_index: int,
+                       process_count: int) -> Iterator[Batch]:
+        """Infinite local batches, with get_state() / set_state() for exact resume."""
+
+    def eval_batches(self, batch_size: int, process_index: int, process_count: int
+                     ) -> Iterator[Batch]:
+        """One finite pass; padded rows carry weight 0."""
+
+    def tokens_in_batch(self, batch: Batch) -> int:
+        """For tokens/s (0 if not a token task)."""
+
+    def flops_per_token(self) -> float:
+        """Training model FLOPs per token, for MFU (0 if unknown)."""
+
+
+@runtime_checkable
+class StatefulTask(Task, Protocol):
+    """A task whose loss reads and updates non-trainable state that persists across steps.
+
+    The state is per row of the global batch: every leaf has the global batch size as its
+    leading axis. The loop shards it like the batch, splits it into micro-batches like the
+    batch under gradient accumulation, keeps it in the TrainState and so checkpoints and
+    restores it exactly on resume. No gradient flows through it."""
+
+    def init_task_state(self, global_batch_size: int) -> Any:
+        """Pure (jitted by the loop): the state before the first step."""
+
+    def loss_with_state(self, trainable: Any, frozen: Any, task_state: Any, batch: Batch,
+                        rng: jax.Array, step: jax.Array
+                        ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
+        """Pure: (mean loss, scalar metrics, the state for the next step)."""
