@@ -166,6 +166,11 @@ class LlamaAesTask:
 
     def score_format(self) -> ScoreFormat:
         """Traits, codecs, digit tokens, fallback digits and stop tokens of the answers."""
+        return self._score_format
+
+    @functools.cached_property
+    def _score_format(self) -> ScoreFormat:
+        # Scoring asks for it several times; the fallback digits read the training split.
         ids, values = self.digit_tokens
         digits = [mtl_io.check_example(ex, self.codecs) for ex in self.train_examples]
         return ScoreFormat(traits=tuple(self.traits), codecs=tuple(self.codecs),
