@@ -21,9 +21,14 @@ clip 1.0), jitted with donate_argnums=0 as `aes_jax.train.loop` runs it (one dev
 no shardings). The loss is the task's own method, called on a stand-in that holds the
 model and config (the real task needs a built dataset).
 
+The task runs with `supervision="per_batch"` (n_sup supervision steps per update; the
+default per_step scheme does one per update, so its cost per supervision step is the
+same) and `halt_exploration_prob=0` (its random draws cannot be replayed in torch).
+
 torch step = `aes_jax.interop.torch_ref.trm.TorchTRM` with the same deep-supervision loss:
 n_sup forward calls with the detached carry, each adding its active rows' MSE and, with
-halting, the BCE of the halting logit against "within half a score point"; rows whose
+halting, halt_loss_weight x the BCE of the halting logit against "within half a score
+point"; rows whose
 halting logit is > 0 drop out of the later steps; the sum / n_sup is back-propagated
 once. Then clip_grad_norm_(1.0) and torch.optim.AdamW (weight decay on ndim >= 2 params
 only, as optax's mask) with a LambdaLR that replays the optax schedule value by value.
@@ -90,6 +95,10 @@ def variant_config(variant: str):
 
     config = get_config(variant)
     config.model.dropout = 0.0  # parity needs the same computation on both sides
+    # The stateless scheme (n_sup supervision steps per update) without random halting
+    # exploration, so that both sides compute the same thing from the same batch.
+    config.supervision = "per_batch"
+    config.halt_exploration_prob = 0.0
     return config
 
 
@@ -165,7 +174,8 @@ def torch_masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 
 
 def torch_trm_loss(model: TorchTRM, batch: dict[str, torch.Tensor], n_sup: int,
-                   use_halting: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   use_halting: bool, halt_loss_weight: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """TRMAesTask.loss in torch: (mean over supervision steps, last step's MSE)."""
     ids, mask, target = batch["input_ids"], batch["attention_mask"], batch["target"]
     carry = model.initial_carry(ids)
@@ -181,7 +191,7 @@ def torch_trm_loss(model: TorchTRM, batch: dict[str, torch.Tensor], n_sup: int,
             correct = (error < batch["half_point"]).float().detach()
             bce = torch.nn.functional.binary_cross_entropy_with_logits(
                 halt.float(), correct, reduction="none")
-            step_loss = step_loss + torch_weighted(bce, active)
+            step_loss = step_loss + halt_loss_weight * torch_weighted(bce, active)
             active = active * (halt <= 0).float().detach()
         total = total + step_loss
         carry = (carry[0].detach(), carry[1].detach())  # TorchTRM already detaches
@@ -211,7 +221,8 @@ class TorchTrainer:
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
-        loss, _ = torch_trm_loss(self.model, self.batch, self.cfg.n_sup, self.config.use_halting)
+        loss, _ = torch_trm_loss(self.model, self.batch, self.cfg.n_sup, self.config.use_halting,
+                                 self.config.halt_loss_weight)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()

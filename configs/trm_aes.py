@@ -35,12 +35,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = common.engine(
         global_batch_size={"demo": 16, "cpu": 32, "paper": 32}[variant],
         eval_batch_size=32, keep_checkpoints=3,
-        total_steps={"demo": 300, "cpu": 150, "paper": 20000}[variant],
-        log_every={"demo": 20, "cpu": 10, "paper": 100}[variant],
-        eval_every={"demo": 100, "cpu": 50, "paper": 1000}[variant],
-        checkpoint_every={"demo": 100, "cpu": 50, "paper": 1000}[variant],
+        # Updates: with per_step supervision one update is one supervision step, so the
+        # cpu variant's 450 cost what 150 per_batch updates of n_sup=3 steps cost.
+        total_steps={"demo": 300, "cpu": 450, "paper": 20000}[variant],
+        log_every={"demo": 20, "cpu": 30, "paper": 100}[variant],
+        eval_every={"demo": 100, "cpu": 150, "paper": 1000}[variant],
+        checkpoint_every={"demo": 100, "cpu": 150, "paper": 1000}[variant],
         optimizer=dict(lr=1e-5 if paper else 1e-3, b2=0.95, weight_decay=0.01,
-                       warmup_steps=500 if paper else 20),
+                       warmup_steps={"demo": 20, "cpu": 60, "paper": 500}[variant]),
         ema_decay=0.0)  # e.g. 0.999: evaluate with an EMA of the params
     c.task = "trm_aes"
 
@@ -56,7 +58,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         **_MODELS[variant], num_layers=2, rms_norm_eps=1e-5, rope_theta=10000.0,
         dropout=0.1 if paper else 0.0))
     c.train_traits = True  # also regress the dataset's ASAP++ traits (outputs 1..T)
-    c.use_halting = True  # train the Q-head; at evaluation halt where it says so
-    c.eval_halting = True  # False: always run n_sup steps at evaluation
+    # per_step (the paper's): every supervision step is one update, halted rows refilled;
+    # per_batch: one update per batch averaging its n_sup steps (tasks/trm_supervision.py).
+    c.supervision = "per_step"
+    c.use_halting = True  # train the Q-head; stop training rows where it says so
+    c.halt_exploration_prob = 0.1  # the reference's: a random minimum of 2..n_sup steps
+    c.halt_loss_weight = 0.5  # loss = mse + 0.5 * halting BCE, as the reference
+    c.eval_halting = False  # the reference runs all n_sup steps at evaluation
     c.dtype = "float32"
     return c

@@ -1,6 +1,7 @@
 """TRM-AES end to end on the synthetic demo corpus: train, evaluate, score, export."""
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from sklearn.metrics import cohen_kappa_score
 
 from configs.trm_aes import get_config
 from tests.train_utils import REPO, env, read_metrics, run_train
@@ -64,7 +66,20 @@ def test_evaluate_writes_metrics_predictions_and_plots(trained):
     for r in rows:  # rounded prediction is the clipped rounding of the raw one
         lo, hi = manifest["score_ranges"][r["prompt"]]
         assert int(r["predicted"]) == min(max(int(np.floor(float(r["predicted_raw"]) + 0.5)), lo), hi)
-    assert -1.0 <= result["mean_qwk"] <= 1.0 and result["step"] == STEPS
+    assert result["step"] == STEPS
+    # the reported metrics are those of the written predictions, recomputed here
+    gold, rounded, raw, prompt = (np.array([float(r[k]) for r in rows]) for k in
+                                  ("gold", "predicted", "predicted_raw", "prompt"))
+    qwks = []
+    for p in (1, 3, 4):
+        sel = prompt == p
+        lo, hi = manifest["score_ranges"][str(p)]
+        qwks.append(cohen_kappa_score(gold[sel], rounded[sel], weights="quadratic",
+                                      labels=list(range(lo, hi + 1))))
+        np.testing.assert_allclose(result[f"qwk_p{p}"], qwks[-1], atol=1e-9)
+        np.testing.assert_allclose(result[f"rmse_p{p}"],
+                                   np.sqrt(np.mean((raw[sel] - gold[sel]) ** 2)), atol=1e-3)
+    np.testing.assert_allclose(result["mean_qwk"], np.mean(qwks), atol=1e-9)
     for name in ("confusion_test_p1.png", "confusion_test_p3.png", "learning_curve.png"):
         assert (run / "eval" / name).stat().st_size > 1000
 
@@ -85,7 +100,13 @@ def test_score_new_essays(trained, tmp_path):
     manifest = json.loads((run / "data" / "manifest.json").read_text())
     assert len(rows) == manifest["splits"]["test"] and "gold" in rows[0]
     report = json.loads(proc.stdout[:proc.stdout.rindex("}") + 1])
-    assert set(report["per_prompt"]) == {"1", "3", "4"} and -1 <= report["mean_qwk"] <= 1
+    assert set(report["per_prompt"]) == {"1", "3", "4"}
+    for p, rep in report["per_prompt"].items():
+        sel = [r for r in rows if r["prompt"] == p]
+        lo, hi = manifest["score_ranges"][p]
+        want = cohen_kappa_score([int(r["gold"]) for r in sel], [int(r["predicted"]) for r in sel],
+                                 weights="quadratic", labels=list(range(lo, hi + 1)))
+        np.testing.assert_allclose(rep["qwk"], want, atol=1e-9)
     bad = tmp_path / "bad.tsv"
     bad.write_text("essay_id\tessay\n1\ttext\n")
     proc = subprocess.run([sys.executable, "-m", "launch.score", f"--ckpt={run}", str(bad)],
@@ -93,9 +114,31 @@ def test_score_new_essays(trained, tmp_path):
     assert proc.returncode != 0 and "header lacks column(s) ['essay_set']" in proc.stderr
 
 
+def test_rmse_is_on_the_raw_unclipped_prediction(trained):
+    """A prediction past the top of the range counts fully in RMSE; QWK clips it."""
+    from aes_jax.tasks.trm_aes import TRMAesTask
+
+    run, _ = trained
+    config = get_config("demo")
+    config.data.dataset_dir = str(run / "data")
+    task = TRMAesTask(config, run)
+    # prompt 3 (0-3): normalised 1.2 -> 3.6 raw, 3 rounded; gold 2 and 3
+    outputs = [{"pred": np.array([[1.2], [0.0]]), "steps": np.array([2, 2]),
+                "prompt": np.array([3, 3]), "score": np.array([2, 3]),
+                "essay_id": np.array([1, 2]), "weight": np.array([1.0, 1.0]),
+                "trait_scores": np.zeros((2, 0), np.int32),
+                "trait_mask": np.zeros((2, 0), bool)}]
+    task.options = dataclasses.replace(task.options, train_traits=False)
+    rows = task.predictions(outputs)
+    np.testing.assert_allclose(rows["pred_raw"], [3.6, 0.0])
+    np.testing.assert_array_equal(rows["pred"], [3, 0])
+    summary = task.summarize(outputs)
+    np.testing.assert_allclose(summary["rmse_p3"], np.sqrt((1.6 ** 2 + 3 ** 2) / 2))
+
+
 def test_exported_model_runs_in_torch_reference(trained, tmp_path):
     from aes_jax.interop.torch_ref.trm import TorchTRM, load_jax_params
-    from aes_jax.models.trm import TRM, TRMConfig
+    from aes_jax.models.trm import TRM, TRMConfig, start_states
 
     run, _ = trained
     cli("launch.export", f"--run={run}", f"--out={tmp_path / 'export'}")
@@ -103,6 +146,8 @@ def test_exported_model_runs_in_torch_reference(trained, tmp_path):
     cfg = TRMConfig(**meta["model"])
     flat = load_file(tmp_path / "export" / "model.safetensors")
     params: dict = {}
+    np.testing.assert_array_equal(flat.pop("h_init"), start_states(cfg)[0])
+    np.testing.assert_array_equal(flat.pop("l_init"), start_states(cfg)[1])
     for name, value in flat.items():
         node = params
         *parents, leaf = name.split("/")

@@ -141,15 +141,19 @@ def normalize(score: Any, prompt: Any, trait: str | None = None) -> Any:
     return _scalar_or_array(out, float)
 
 
-def denormalize(x: Any, prompt: Any, trait: str | None = None, round_: bool = True) -> Any:
-    """Inverse of :func:`normalize`: back to the score scale, clipped to the range.
+def denormalize(x: Any, prompt: Any, trait: str | None = None, round_: bool = True,
+                clip: bool = True) -> Any:
+    """Inverse of :func:`normalize`: back to the score scale.
 
-    ``round_=True`` rounds half up to the nearest integer score (int / int64 array), which
-    makes ``denormalize(normalize(s, p), p) == s`` exact for every valid integer ``s``;
-    ``round_=False`` returns the clipped float (e.g. for RMSE on the score scale).
+    ``round_=True`` rounds half up to the nearest integer score (int / int64 array) within
+    the range, which makes ``denormalize(normalize(s, p), p) == s`` exact for every valid
+    integer ``s``; ``round_=False`` returns the float, clipped to the range unless
+    ``clip=False`` (the raw value, e.g. for RMSE on the score scale).
     """
     lo, hi = _bounds(prompt, trait)
-    value = np.clip(np.asarray(x, dtype=np.float64) * (hi - lo) + lo, lo, hi)
+    value = np.asarray(x, dtype=np.float64) * (hi - lo) + lo
+    if clip or round_:
+        value = np.clip(value, lo, hi)
     if not round_:
         return _scalar_or_array(value, float)
     # floor(v + 0.5), not np.rint: banker's rounding would send 2.5 to 2 but 3.5 to 4.

@@ -15,6 +15,7 @@ row when its halting logit turns positive (or never, when halting is off).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -46,10 +47,19 @@ class TRMConfig:
     rope_theta: float = 10000.0
     dropout: float = 0.0
     dtype: str = "float32"
+    # Multiplies the (projected) token embedding. None = sqrt(embed_dim), which gives the
+    # reference's injection RMS of 1 for a randomly initialised table; a pretrained table
+    # passes 1 / its RMS (`embedding_scale`) so the RMS is 1 whatever the hidden size.
+    embed_scale: float | None = None
+    start_state_seed: int = 0  # the fixed start states h_init / l_init (`start_states`)
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def injection_scale(self) -> float:
+        return math.sqrt(self.embed_dim) if self.embed_scale is None else float(self.embed_scale)
 
 
 class Carry(NamedTuple):
@@ -78,9 +88,47 @@ def rope_tables(cfg: TRMConfig, length: int) -> tuple[Array, Array]:
     return jnp.asarray(np.cos(emb))[None], jnp.asarray(np.sin(emb))[None]
 
 
+# jax.random.truncated_normal cuts at +-2 standard units, which leaves a std of 0.8796;
+# the reference (trunc_normal_init_) divides by it so that the std is the one asked for.
+TRUNCATED_STD = 0.87962566103423978
+
+
+def corrected_truncated_normal(std: float):
+    return nn.initializers.truncated_normal(stddev=std / TRUNCATED_STD)
+
+
 def _lecun(fan_in: int):
-    # Truncated normal with std 1/sqrt(fan_in), as the reference initialises linears.
-    return nn.initializers.truncated_normal(stddev=1.0 / math.sqrt(fan_in))
+    # std 1/sqrt(fan_in) after truncation at 2 std, as the reference initialises linears.
+    return corrected_truncated_normal(1.0 / math.sqrt(fan_in))
+
+
+@functools.lru_cache(maxsize=16)
+def start_states(cfg: TRMConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(h_init, l_init) [hidden]: the fixed start states, truncated normal with std 1 as
+    the reference's buffers. A function of the config, never trained and not in the
+    parameter tree (the torch reference and exports read them from here)."""
+    init = corrected_truncated_normal(1.0)
+    with jax.ensure_compile_time_eval():  # concrete values even when called under jit
+        keys = jax.random.split(jax.random.PRNGKey(cfg.start_state_seed))
+        return tuple(np.asarray(init(k, (cfg.hidden_size,), jnp.float32)) for k in keys)
+
+
+def initial_carry(cfg: TRMConfig, batch_size: int, length: int) -> Carry:
+    shape = (batch_size, length, cfg.hidden_size)
+    dtype = compute_dtype(cfg.dtype)
+    return Carry(*(jnp.broadcast_to(jnp.asarray(s, dtype), shape) for s in start_states(cfg)))
+
+
+def reset_carry(cfg: TRMConfig, carry: Carry, reset: Array) -> Carry:
+    """Rows where `reset` [B] is true start again from the start states."""
+    fresh = initial_carry(cfg, *carry.z_h.shape[:2])
+    keep = reset[:, None, None]
+    return Carry(jnp.where(keep, fresh.z_h, carry.z_h), jnp.where(keep, fresh.z_l, carry.z_l))
+
+
+def embedding_scale(table: np.ndarray) -> float:
+    """1 / RMS of an embedding table: the `embed_scale` that gives injections of RMS 1."""
+    return float(1.0 / np.sqrt(np.mean(np.square(table.astype(np.float64)))))
 
 
 class Dense(nn.Module):
@@ -133,7 +181,8 @@ class TRM(nn.Module):
 
     def setup(self):
         c = self.cfg
-        self.embed_tokens = self.param("embed_tokens", nn.initializers.normal(0.02),
+        # Random table: std 1/sqrt(embed_dim), so the default scale gives RMS 1.
+        self.embed_tokens = self.param("embed_tokens", _lecun(c.embed_dim),
                                        (c.vocab_size, c.embed_dim))
         if c.embed_dim != c.hidden_size:
             self.embed_proj = self.param("embed_proj", _lecun(c.embed_dim),
@@ -144,30 +193,20 @@ class TRM(nn.Module):
         # Halting starts almost surely "continue": zero weight, bias -5 (as in the paper).
         self.halt_kernel = self.param("halt_kernel", nn.initializers.zeros, (c.hidden_size, 1))
         self.halt_bias = self.param("halt_bias", nn.initializers.constant(-5.0), (1,))
-        # Fixed start states (reference: truncated normal, std 1; never trained).
-        self.h_init = self.param("h_init", nn.initializers.truncated_normal(1.0), (c.hidden_size,))
-        self.l_init = self.param("l_init", nn.initializers.truncated_normal(1.0), (c.hidden_size,))
 
     def embed(self, input_ids: Array) -> Array:
-        """x = sqrt(d) * embedding (projected to the hidden width when they differ)."""
+        """x = injection_scale * embedding (projected to the hidden width when they
+        differ; the projection's init keeps the RMS)."""
         x = jnp.take(self.embed_tokens, input_ids, axis=0)
         if self.cfg.embed_dim != self.cfg.hidden_size:
             x = x @ self.embed_proj
-        return (math.sqrt(self.cfg.hidden_size) * x).astype(compute_dtype(self.cfg.dtype))
+        return (self.cfg.injection_scale * x).astype(compute_dtype(self.cfg.dtype))
 
     def initial_carry(self, input_ids: Array) -> Carry:
-        b, t = input_ids.shape
-        shape = (b, t, self.cfg.hidden_size)
-        dtype = compute_dtype(self.cfg.dtype)
-        z_h = jnp.broadcast_to(jax.lax.stop_gradient(self.h_init), shape).astype(dtype)
-        z_l = jnp.broadcast_to(jax.lax.stop_gradient(self.l_init), shape).astype(dtype)
-        return Carry(z_h, z_l)
+        return initial_carry(self.cfg, *input_ids.shape)
 
     def reset_carry(self, carry: Carry, reset: Array) -> Carry:
-        """Rows where `reset` [B] is true start again from the initial states."""
-        fresh = self.initial_carry(jnp.zeros(carry.z_h.shape[:2], jnp.int32))
-        keep = reset[:, None, None]
-        return Carry(jnp.where(keep, fresh.z_h, carry.z_h), jnp.where(keep, fresh.z_l, carry.z_l))
+        return reset_carry(self.cfg, carry, reset)
 
     def __call__(self, carry: Carry, input_ids: Array, attention_mask: Array,
                  deterministic: bool = True) -> TRMOutput:
@@ -216,11 +255,30 @@ def init_params(cfg: TRMConfig, rng: Array, seq_len: int = 8,
     return params
 
 
+def training_halt(halt_logit: Array, steps: Array, n_sup: int, use_halting: bool,
+                  exploration_prob: float, rng: Array) -> Array:
+    """Which rows stop after the supervision step that brought them to `steps` [B] (1 =
+    after the first). As the reference trains: always at n_sup; with halting, also where
+    the Q-head says stop, except that with probability `exploration_prob` a row draws a
+    minimum of 2..n_sup steps it must run first (so the head sees later steps' outcomes)."""
+    halted = steps >= n_sup
+    if not use_halting or n_sup <= 1:
+        return halted
+    halted = halted | (halt_logit > 0)
+    if exploration_prob > 0:
+        explore_key, steps_key = jax.random.split(rng)
+        explore = jax.random.uniform(explore_key, steps.shape) < exploration_prob
+        min_steps = jnp.where(explore, jax.random.randint(steps_key, steps.shape, 2, n_sup + 1), 0)
+        halted = halted & (steps >= min_steps)
+    return halted
+
+
 def predict(model: TRM, params: dict, input_ids: Array, attention_mask: Array,
-            use_halting: bool = True) -> tuple[Array, Array]:
-    """Evaluation: up to n_sup supervision steps; a row's prediction is frozen at the
-    first step whose halting logit is positive (the label is never consulted).
-    Returns (scores [B, num_outputs], steps used [B])."""
+            use_halting: bool = False) -> tuple[Array, Array]:
+    """Evaluation: n_sup supervision steps for every row, as the reference evaluates. With
+    `use_halting`, a row's prediction is frozen at the first step whose halting logit is
+    positive instead (the label is never consulted). Returns (scores [B, num_outputs],
+    steps used [B])."""
     variables = {"params": params}
     carry = model.apply(variables, input_ids, method=TRM.initial_carry)
     b = input_ids.shape[0]

@@ -1,11 +1,10 @@
 """TRM-AES: the Tiny Recursive Model trained as a per-prompt-normalised score regressor.
 
-Deep supervision: every batch is unrolled for n_sup supervision steps with the carry
-detached between them; each step's MSE (and, with halting, the BCE of the Q-head against
-"already within half a score point") is averaged into one loss, so one optimiser update
-sees all n_sup steps. Rows whose Q-head says halt stop being supervised. This is the
-batch-synchronous form of the paper's scheme, which instead updates after every
-supervision step and refills halted rows with new essays.
+Deep supervision (tasks/trm_supervision.py): by default every supervision step is one
+optimiser update on the rows' persistent carry, halted rows refilled with new essays (the
+paper's scheme; the carry lives in the task state, so it is checkpointed and resumed
+exactly); `supervision="per_batch"` instead averages the n_sup steps of each batch into
+one update. Evaluation runs all n_sup steps unless `eval_halting` is set.
 """
 
 from __future__ import annotations
@@ -28,8 +27,10 @@ from safetensors.numpy import save_file
 from aes_jax.data import asap, asap_records, pipeline, wordpiece
 from aes_jax.eval import metrics, plots
 from aes_jax.interop import assets
-from aes_jax.losses.regression import halting_bce, weighted_mse
-from aes_jax.models.trm import TRM, TRMConfig, init_params, predict
+from aes_jax.models.trm import (TRM, TRMConfig, embedding_scale, init_params, predict,
+                                start_states)
+from aes_jax.tasks import trm_supervision
+from aes_jax.tasks.trm_supervision import Supervision
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,24 @@ class TRMAesOptions:
     model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dtype: str = "float32"
     train_traits: bool = True
-    use_halting: bool = True
-    eval_halting: bool = True
+    supervision: Supervision = Supervision()
+    eval_halting: bool = False
 
     @classmethod
     def from_config(cls, config: Any) -> "TRMAesOptions":
         d = config.data
+        defaults = Supervision()
+        supervision = Supervision(
+            scheme=config.get("supervision", defaults.scheme),
+            use_halting=config.get("use_halting", defaults.use_halting),
+            halt_exploration_prob=config.get("halt_exploration_prob",
+                                             defaults.halt_exploration_prob),
+            halt_loss_weight=config.get("halt_loss_weight", defaults.halt_loss_weight))
         return cls(dataset_dir=d.dataset_dir, eval_split=d.eval_split,
                    embeddings_dir=d.embeddings_dir, max_tokens=d.max_tokens,
                    model=dict(config.model), dtype=config.dtype,
-                   train_traits=config.get("train_traits", True),
-                   use_halting=config.use_halting, eval_halting=config.eval_halting)
+                   train_traits=config.get("train_traits", True), supervision=supervision,
+                   eval_halting=config.get("eval_halting", False))
 
 
 class TRMAesTask:
@@ -117,6 +125,7 @@ class TRMAesTask:
     def model_cfg(self) -> TRMConfig:
         return TRMConfig(vocab_size=int(self.manifest["tokenizer"]["vocab_size"]),
                          embed_dim=self.embeddings.shape[1], max_len=self.seq_len,
+                         embed_scale=embedding_scale(self.embeddings),
                          num_outputs=1 + len(self.traits), dtype=self.options.dtype,
                          **dict(self.options.model))
 
@@ -165,24 +174,24 @@ class TRMAesTask:
         return {"params": jax.tree.map(lambda _: P(), shapes)}, {}
 
     def loss(self, trainable, frozen, batch, rng, step):
-        params = trainable["params"]
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        carry = self.model.apply({"params": params}, ids, method=TRM.initial_carry)
-        active = jnp.ones(ids.shape[0], jnp.float32)
-        total, mse_last = 0.0, 0.0
-        for s in range(self.model_cfg.n_sup):
-            out = self.model.apply({"params": params}, carry, ids, mask, deterministic=False,
-                                   rngs={"dropout": jax.random.fold_in(rng, s)})
-            mse_last = weighted_mse(out.scores, batch["target"], active, batch["target_mask"])
-            step_loss = mse_last
-            if self.options.use_halting:
-                error = jnp.abs(out.scores[:, 0] - batch["target"][:, 0])
-                correct = jax.lax.stop_gradient(error < batch["half_point"])
-                step_loss = step_loss + halting_bce(out.halt_logit, correct, active)
-                active = active * jax.lax.stop_gradient((out.halt_logit <= 0).astype(jnp.float32))
-            total = total + step_loss
-            carry = out.carry
-        return total / self.model_cfg.n_sup, {"mse_last_step": mse_last}
+        """The per_batch scheme's loss (no state): n_sup steps averaged."""
+        return trm_supervision.per_batch_loss(self.model, trainable["params"], batch, rng,
+                                              self.options.supervision)
+
+    def init_task_state(self, global_batch_size: int) -> dict:
+        """per_step: each row's essay, carry, steps and halted flag; per_batch: none."""
+        if self.options.supervision.scheme != "per_step":
+            return {}
+        example = self._example(self.source("train")[0])
+        return trm_supervision.init_rows_state(self.model, global_batch_size, self.seq_len,
+                                               example)
+
+    def loss_with_state(self, trainable, frozen, task_state, batch, rng, step):
+        if self.options.supervision.scheme != "per_step":
+            loss, metrics = self.loss(trainable, frozen, batch, rng, step)
+            return loss, metrics, task_state
+        return trm_supervision.per_step_loss(self.model, trainable["params"], task_state, batch,
+                                             rng, self.options.supervision)
 
     def eval_step(self, trainable, frozen, batch) -> dict:
         scores, steps = predict(self.model, trainable["params"], batch["input_ids"],
@@ -199,8 +208,9 @@ class TRMAesTask:
         rows = {k: v[keep] for k, v in rows.items()}
         holistic = rows["pred"][:, 0]
         out = {"essay_id": rows["essay_id"], "prompt": rows["prompt"], "gold": rows["score"],
-               "pred_raw": np.asarray(asap.denormalize(holistic, rows["prompt"], round_=False),
-                                      np.float64),
+               # raw = unclipped, for RMSE; QWK rounds and clips it to the prompt's range
+               "pred_raw": np.asarray(asap.denormalize(holistic, rows["prompt"], round_=False,
+                                                       clip=False), np.float64),
                "pred": np.asarray(asap.denormalize(holistic, rows["prompt"]), np.int64),
                "steps": rows["steps"]}
         for k, trait in enumerate(self.traits):
@@ -209,7 +219,8 @@ class TRMAesTask:
             raw = np.full(len(has), np.nan)
             for p in np.unique(rows["prompt"][has]):
                 sel = has & (rows["prompt"] == p)
-                raw[sel] = asap.denormalize(rows["pred"][sel, 1 + k], int(p), trait, round_=False)
+                raw[sel] = asap.denormalize(rows["pred"][sel, 1 + k], int(p), trait, round_=False,
+                                            clip=False)
             out[f"gold_{trait}"], out[f"pred_raw_{trait}"] = gold, raw
         return out
 
@@ -307,21 +318,26 @@ class TRMAesTask:
         return int(np.asarray(batch["attention_mask"]).sum())
 
     def flops_per_token(self) -> float:
-        """Matmul FLOPs per real token: f runs h*(l+1) times per supervision step forward,
-        and backward (2x forward) only through the last H-cycle's l+1 runs."""
+        """Matmul FLOPs per real token of an update: f runs h*(l+1) times per supervision
+        step forward, and backward (2x forward) only through the last H-cycle's l+1 runs;
+        one supervision step per update (per_step) or n_sup (per_batch)."""
         c = self.model_cfg
         per_f = c.num_layers * (4 * c.hidden_size ** 2 + 3 * c.hidden_size * c.intermediate_size)
         runs_fwd, runs_bwd = c.h_cycles * (c.l_cycles + 1), c.l_cycles + 1
-        return float(c.n_sup * (2 * per_f * runs_fwd + 4 * per_f * runs_bwd))
+        steps = 1 if self.options.supervision.scheme == "per_step" else c.n_sup
+        return float(steps * (2 * per_f * runs_fwd + 4 * per_f * runs_bwd))
 
     # ------------------------------------------------------------------ export
     def export(self, trainable: dict, frozen: dict, out_dir: str | Path) -> list[Path]:
-        """model.safetensors (flattened param names) + trm_config.json; the torch reference
-        (aes_jax.interop.torch_ref.trm) loads them."""
+        """model.safetensors (flattened param names, plus the start states `h_init` and
+        `l_init`) + trm_config.json; the torch reference (aes_jax.interop.torch_ref.trm)
+        loads them."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         flat = {"/".join(str(k.key) for k in path): np.asarray(v)
                 for path, v in jax.tree_util.tree_flatten_with_path(trainable["params"])[0]}
+        # The fixed start states, as the reference's buffers are saved with its weights.
+        flat["h_init"], flat["l_init"] = start_states(self.model_cfg)
         save_file(flat, out / "model.safetensors", metadata={"format": "aes_jax.trm"})
         (out / "trm_config.json").write_text(json.dumps(
             {"model": self.model_cfg.__dict__, "score_ranges": self.ranges,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aes_jax.models.trm import TRMConfig
+from aes_jax.models.trm import TRMConfig, start_states
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -89,7 +89,7 @@ class TorchTRM(nn.Module):
         x = self.embed_tokens[input_ids]
         if self.embed_proj is not None:
             x = x @ self.embed_proj
-        x = math.sqrt(c.hidden_size) * x
+        x = c.injection_scale * x
         cos, sin = self.cos[None, :t], self.sin[None, :t]
         mask = attention_mask.bool()
         z_h, z_l = carry
@@ -122,6 +122,9 @@ def load_jax_params(model: TorchTRM, params: dict) -> TorchTRM:
         model.score_head.bias.copy_(t(params["score_bias"]))
         model.halt_head.weight.copy_(t(params["halt_kernel"]).T)
         model.halt_head.bias.copy_(t(params["halt_bias"]))
-        model.h_init.copy_(t(params["h_init"]))
-        model.l_init.copy_(t(params["l_init"]))
+        # An export carries the start states; a live params tree does not (they are
+        # constants of the config).
+        h_init, l_init = start_states(model.cfg)
+        model.h_init.copy_(t(params.get("h_init", h_init)))
+        model.l_init.copy_(t(params.get("l_init", l_init)))
     return model
