@@ -73,6 +73,6 @@ def evaluate_run(run_dir: str | Path, split: str = "test", step: int | None = No
         task.write_eval_artifacts(outputs, out, split=split, step=step)
     if (run_dir / "metrics.jsonl").is_file():
         plots.learning_curve_png(run_dir / "metrics.jsonl", out / "learning_curve.png",
-                                 keys=("loss", "mse_last_step", "eval_loss"),
+                                 keys=("loss", "mse", "mse_last_step", "eval_loss"),
                                  extra_keys=("eval_mean_qwk",))
     return result

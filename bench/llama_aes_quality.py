@@ -13,7 +13,10 @@ Baselines (fit on the train split, scored on test): a constant (the train mean p
 and TF-IDF (word 1-2 grams) ridge regression per trait. Each variant fine-tunes the model
 with LoRA (launch.train's loop), then decodes the test essays greedily (parsed digits and
 expected-score digits) and samples M answers per essay for majority / average votes at
-each m in --ms. MCRMSE is on the original scale (ELLIPSE 1.0-5.0), QWK on the digit scale.
+each m in --ms. MCRMSE is on the original scale (ELLIPSE 1.0-5.0), QWK on the digit scale;
+"expected" rounds the expected value to a digit, "expected_continuous" keeps it unrounded
+for MCRMSE (its QWK is the rounded one). Unreadable answers and all-failed votes fall back
+to the most frequent training digit.
 Per-variant results land in OUT_DIR/TAG_VARIANT.json as soon as they exist, so a run cut
 short keeps what it finished; --report_only rebuilds the table from them.
 """
@@ -51,13 +54,15 @@ OUT_DIR = flags.DEFINE_string("out_dir", str(REPO / "bench" / "results" / "llama
 TAG = flags.DEFINE_string("tag", "run", "Prefix of this run's files.")
 REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only merge existing JSONs.")
 
-VARIANT_LOSSES = {  # config overrides; a negative emo_weight selects dynamic weighting
+VARIANT_LOSSES = {  # config overrides; a negative weight selects dynamic weighting
     "ce": dict(ntl_weight=0.0, emo_weight=0.0),
     "ce_ntl": dict(ntl_weight=1.0, emo_weight=0.0),
     "ce_ntl_was": dict(ntl_weight=1.0, emo_weight=0.0, ntl_type="was"),
-    "ce_ntl_emo": dict(ntl_weight=1.0, emo_weight=-1.0),
-    # EMO as in the public code: 1 - <e_gold, q> without normalising q
+    "ce_ntl_emo": dict(ntl_weight=1.0, emo_weight=-1.0),  # EMO's default: the dot form
+    # EMO as in the public code, 1 - <e_gold, q>, spelled out (the default since the fix)
     "ce_ntl_emo_dot": dict(ntl_weight=1.0, emo_weight=-1.0, emo_normalize=False),
+    # the cosine form 1 - cos(e_gold, q), blind to p(gold) (losses/emo.py)
+    "ce_ntl_emo_cos": dict(ntl_weight=1.0, emo_weight=-1.0, emo_normalize=True),
 }
 
 
@@ -195,6 +200,10 @@ def run_variant(variant: str, data_dir: Path, out_dir: Path) -> dict:
     rows = [_row(f"{variant} greedy", traits, codecs, y_true, to_scores(greedy["greedy"]),
                  gold, greedy["greedy"]),
             _row(f"{variant} expected", traits, codecs, y_true, to_scores(greedy["expected"]),
+                 gold, greedy["expected"]),
+            # MCRMSE of the unrounded expected value; QWK of its rounded digits as above
+            _row(f"{variant} expected_continuous", traits, codecs, y_true,
+                 to_scores(llm_scoring.continuous_expected(fmt, greedy["expected_raw"])),
                  gold, greedy["expected"])]
     ms = sorted(int(m) for m in MS.value)
     sampling = SamplingConfig(max_new_tokens=4 * len(traits) + 8,
@@ -213,7 +222,7 @@ def run_variant(variant: str, data_dir: Path, out_dir: Path) -> dict:
             votes = sc.vote(samples, m, method, fallbacks)
             rows.append(_row(f"{variant} {method}@{m}", traits, codecs, y_true,
                              to_scores(votes.astype(float)), gold, votes))
-    analysis = sc.analyze(bank, ms=list(range(1, ms[-1] + 1)), fallbacks=dict(zip(traits, fallbacks)))
+    analysis = sc.analyze(bank, ms=list(range(1, ms[-1] + 1)))  # the bank's fallbacks
     result = {"variant": variant, "step": step, "train_seconds": train_s,
               "greedy_seconds": greedy_s, "sample_seconds": sample_s,
               "samples_per_second": len(inputs) * ms[-1] / sample_s,

@@ -10,9 +10,10 @@
         --config.data.dir=data/ell_mtl --config.ntl_weight=1 --config.emo_weight=-1
 
 Loss options, as in the PyTorch CLI: `ntl_weight` (0 = no number-token loss), `ntl_type`
-mse|was, `emo_weight` (0 = no EMO; negative = dynamic weighting), `mtl` (score + feedback
-vs score only), `train_ratio`. `weighting=uncertainty` learns the balance instead.
-Validated once by `aes_jax.tasks.llama_aes_options.LlamaAesOptions`.
+mse|was, `emo_weight` (0 = no EMO), a negative weight on either = dynamic weighting, `mtl`
+(score + feedback vs score only), `train_ratio`. `weighting=uncertainty` learns the
+balance instead. Validated once by `aes_jax.tasks.llama_aes_options.LlamaAesOptions`, whose
+docstring says which weights each weighting accepts.
 """
 
 import ml_collections
@@ -53,15 +54,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.mtl = True  # answer = scores + feedback; False = the score line only
     c.train_ratio = 1.0  # a seeded fraction of the training examples
-    c.ntl_weight = 1.0  # number-token loss on the score digits; 0 = off
+    c.ntl_weight = 1.0  # number-token loss on the score digits; 0 = off; negative = dynamic
     c.ntl_type = "mse"  # "mse" (expected value) or "was" (Wasserstein-1)
     c.emo_weight = -1.0  # EMO on feedback tokens; 0 = off; negative = dynamic weighting
     c.emo_type = "topk"  # "topk" or "full" (whole vocabulary, the paper's form)
     c.emo_topk = 64
-    # True: 1 - cos(e_gold, q) with q normalised (the issue's form); False: 1 - <e_gold, q>,
-    # the public EMO code, whose gradient vanishes as p(gold) -> 1 (see losses/emo.py).
-    c.emo_normalize = True
-    c.weighting = "auto"  # auto (dynamic iff emo_weight < 0, else static) | static | dynamic | uncertainty
+    # False: 1 - <e_gold, q>, the public EMO code (its gradient is the exact EMD's). True:
+    # 1 - cos(e_gold, q), which ignores p(gold) entirely (see losses/emo.py).
+    c.emo_normalize = False
+    # auto (dynamic iff ntl_weight or emo_weight < 0, else static) | static | dynamic | uncertainty
+    c.weighting = "auto"
 
     # Decoding for launch.score / launch.self_consistency (the answer is short).
     c.sampling = ml_collections.ConfigDict(dict(max_new_tokens=128, batch_size=16))

@@ -13,9 +13,12 @@ The file format is the task's:
   "output" may be empty when the gold scores are unknown). Answers are decoded greedily;
   the CSV holds per trait the gold digit, the greedy answer's digit and the expected-score
   digit (probability-weighted mean over the digit tokens at the step that wrote the score,
-  rounded), plus the raw text. Unreadable answers are counted; their traits get the most
-  frequent training digit (printed).
-With gold scores a metrics JSON is written beside the CSV.
+  rounded), plus the raw text. Both read each trait from the same generated token (the
+  one where the parser found its digit); a trait the parser cannot read (or a digit out
+  of range) is unreadable for both, counted, and gets the most frequent training digit
+  (printed; self-consistency banks record the same digits).
+With gold scores a metrics JSON is written beside the CSV (LLaMA-AES: `expected.mcrmse`
+on the rounded expected digits, `expected.mcrmse_continuous` on the unrounded values).
 """
 
 import json

@@ -4,13 +4,15 @@
         [--temperature=1.0] [--top_k=0] [--top_p=1.0] [--max_new_tokens=64]
         [--batch_size=64] [--seed=0] [--limit=0] [--bank=PATH]
     python -m launch.self_consistency analyze --bank=PATH [--ms=1,4,16]
-        [--methods=majority,average] [--out_dir=DIR]
+        [--methods=majority,average] [--out_dir=DIR] [--fallbacks=content=3,language=4]
 
 `run` samples --num_samples answers per essay and writes a sample bank (format in
 aes_jax/eval/self_consistency.py); `analyze` votes over the first m samples for each m and
 writes analysis.json, analysis.txt and qwk_vs_m.png (default <bank stem>_analysis/ next to
 the bank). The two are separate so the costly sampling runs once and any m or voting rule
-is analysed afterwards without a model.
+is analysed afterwards without a model. An (essay, trait) whose samples all failed to
+parse gets the trait's most frequent training digit, which `run` records in the bank (the
+fallback `launch.score` uses too); --fallbacks overrides it per trait.
 """
 
 from pathlib import Path
@@ -29,6 +31,9 @@ MS = flags.DEFINE_list("ms", None, "analyze: numbers of samples m to vote over, 
 METHODS = flags.DEFINE_list("methods", ["majority", "average"], "analyze: vote methods.")
 OUT_DIR = flags.DEFINE_string("out_dir", None, "analyze: output directory; default "
                               "<bank stem>_analysis/ next to the bank.")
+FALLBACKS = flags.DEFINE_list("fallbacks", None, "analyze: trait=digit pairs for all-failed "
+                              "votes, over the bank's recorded training-mode digits (needed "
+                              "for every trait of a bank that records none).")
 
 # run
 RUN_DIR = flags.DEFINE_string("run", None, "run: training run directory (config.json, "
@@ -73,6 +78,19 @@ def parse_ms(values: list[str] | None) -> list[int] | None:
     return ms
 
 
+def parse_fallbacks(values: list[str] | None) -> dict[str, int] | None:
+    """--fallbacks strings "trait=digit" -> {trait: digit} (None stays None)."""
+    if values is None:
+        return None
+    out = {}
+    for value in values:
+        trait, sep, digit = value.rpartition("=")
+        if not sep or not trait or not digit.strip().lstrip("-").isdigit():
+            raise app.UsageError(f"--fallbacks takes trait=digit pairs, got {value!r}")
+        out[trait] = int(digit)
+    return out
+
+
 def analyze_bank() -> None:
     from aes_jax.eval import self_consistency as sc
 
@@ -80,7 +98,8 @@ def analyze_bank() -> None:
         raise app.UsageError("analyze: give --bank=PATH (a sample bank JSON)")
     try:
         bank = sc.load_bank(BANK.value)
-        result = sc.analyze(bank, ms=parse_ms(MS.value), methods=METHODS.value)
+        result = sc.analyze(bank, ms=parse_ms(MS.value), methods=METHODS.value,
+                            fallbacks=parse_fallbacks(FALLBACKS.value))
     except (OSError, ValueError) as err:  # a bad bank or --ms: the message says it all
         raise app.UsageError(f"analyze: {err}") from err
     paths = sc.write_analysis(result, OUT_DIR.value or default_out_dir(BANK.value))

@@ -89,7 +89,7 @@ def _torch_emo_loss(q, gold_e, mask, normalize):
     return (per * m).sum() / m.sum()
 
 
-def torch_emo_full(logits, labels, mask, lm_head, normalize=True):
+def torch_emo_full(logits, labels, mask, lm_head, normalize):
     e = torch.tensor(lm_head)
     e = e / e.norm(dim=-1, keepdim=True)
     gold = torch.tensor(np.where(mask, labels, 0))
@@ -99,7 +99,7 @@ def torch_emo_full(logits, labels, mask, lm_head, normalize=True):
     return _torch_emo_loss(q, e[gold], mask, normalize)
 
 
-def torch_emo_topk(logits, labels, mask, lm_head, k):
+def torch_emo_topk(logits, labels, mask, lm_head, k, normalize):
     e = torch.tensor(lm_head)
     e = e / e.norm(dim=-1, keepdim=True)
     gold = torch.tensor(np.where(mask, labels, 0))
@@ -107,7 +107,7 @@ def torch_emo_topk(logits, labels, mask, lm_head, k):
     p_top, idx = torch.topk(p, k, dim=-1)
     p_top = p_top - (p_top * (idx == gold[..., None])).detach()
     q = torch.einsum("btk,btkd->btd", p_top, e[idx])
-    return _torch_emo_loss(q, e[gold], mask, normalize=True)
+    return _torch_emo_loss(q, e[gold], mask, normalize)
 
 
 # ---------------------------------------------------------------- number-token losses
@@ -157,19 +157,73 @@ def test_ntl_wasserstein_any_value_spacing():
 # ---------------------------------------------------------------- EMO
 
 
-def test_emo_full_matches_torch(batch):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_emo_full_matches_torch(batch, normalize):
     logits, labels, mask, lm_head = batch
-    got = _value_and_grad_jax(emo_full, logits, labels, mask, lm_head)
-    want = _value_and_grad_torch(lambda t: torch_emo_full(t, labels, mask, lm_head), logits)
+    got = _value_and_grad_jax(emo_full, logits, labels, mask, lm_head, normalize=normalize)
+    want = _value_and_grad_torch(
+        lambda t: torch_emo_full(t, labels, mask, lm_head, normalize), logits)
     _assert_matches(got, want)
+
+
+def _emo_on_three_tokens(p_gold: float, **kwargs):
+    """Gold token 0 with e = (1, 0); token 1 (0, 1) at cosine 0 and token 2 (-1, 0) at
+    cosine -1 share the rest of the mass equally. (value, d/dlogits) of emo_full and
+    emo_topk (k = 3, all tokens) under ``kwargs``, float64."""
+    rest = (1.0 - p_gold) / 2
+    logits = np.log([[[p_gold, rest, rest]]])
+    head = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    args = (np.array([[0]]), np.array([[True]]), head)
+
+    def value_and_grad(fn):  # eager: four tiny calls cost less than compiling them
+        with jax.enable_x64(True):
+            value, grad = jax.value_and_grad(
+                lambda lg: fn(lg, *map(jnp.asarray, args), **kwargs))(jnp.asarray(logits))
+            return float(value), np.asarray(grad)
+    full = value_and_grad(emo_full)
+    topk = value_and_grad(lambda *a, **kw: emo_topk(*a, k=3, **kw))
+    np.testing.assert_allclose(topk[0], full[0], rtol=1e-12)
+    return full
+
+
+P_GOLD = [0.014, 0.5, 0.9, 0.99999]
+
+
+def test_emo_default_dot_form_falls_as_gold_probability_rises():
+    """Default (dot form, the public EMO code): 1 - sum_{j != gold} p_j cos(e_gold, e_j)
+    = 1 - (p_1 * 0 + p_2 * (-1)) = 1 + (1 - p) / 2 here, falling to 1 as p(gold) = p -> 1.
+    Its gradient is the exact EMD's, sum_j p_j (1 - cos): d/dz_j = p_j (c_j - E[c]) with
+    costs c = (0, 1, 2), E[c] = 1.5 (1 - p), so it shrinks to 0 at p = 1."""
+    values, grad_norms = [], []
+    for p in P_GOLD:
+        value, grad = _emo_on_three_tokens(p)
+        np.testing.assert_allclose(value, 1 + (1 - p) / 2, rtol=1e-12)
+        probs, cost = np.array([p, (1 - p) / 2, (1 - p) / 2]), np.array([0.0, 1.0, 2.0])
+        np.testing.assert_allclose(grad[0, 0], probs * (cost - 1.5 * (1 - p)), rtol=1e-9,
+                                   atol=1e-15)
+        assert grad[0, 0, 0] < 0  # descending the loss raises the gold logit
+        values.append(value)
+        grad_norms.append(np.linalg.norm(grad))
+    assert values == sorted(values, reverse=True) and len(set(values)) == len(values)
+    assert grad_norms[-1] < 1e-4 < grad_norms[0]
+
+
+def test_emo_cosine_option_ignores_gold_probability():
+    """normalize=True: q has the gold token removed, so only the direction of the non-gold
+    mass, here always (-1, 1) / sqrt(2), counts: 1 + 1 / sqrt(2) at any p(gold), while the
+    gradient grows as p(gold) -> 1 instead of vanishing (the caveat in losses/emo.py)."""
+    grad_norms = []
+    for p in P_GOLD:
+        value, grad = _emo_on_three_tokens(p, normalize=True)
+        np.testing.assert_allclose(value, 1 + 1 / np.sqrt(2), rtol=1e-9)
+        grad_norms.append(np.linalg.norm(grad))
+    assert grad_norms == sorted(grad_norms) and grad_norms[-1] > 0.99  # 0.50 -> 1.00
 
 
 def test_emo_full_unnormalised_is_original_form_with_exact_emd_gradient(batch):
     logits, labels, mask, lm_head = batch
     got = _value_and_grad_jax(emo_full, logits, labels, mask, lm_head, normalize=False)
-    want = _value_and_grad_torch(
-        lambda t: torch_emo_full(t, labels, mask, lm_head, normalize=False), logits)
-    _assert_matches(got, want)
+    _assert_matches(got, _value_and_grad_jax(emo_full, logits, labels, mask, lm_head))
 
     # Its gradient is that of the exact EMD to a one-hot target under the cosine cost,
     # sum_j p_j (1 - cos(e_gold, e_j)); the value differs by the gold probability.
@@ -186,7 +240,8 @@ def test_emo_full_unnormalised_is_original_form_with_exact_emd_gradient(batch):
                                rtol=RTOL, atol=ATOL)
 
 
-def test_emo_topk_matches_torch_gold_inside_and_outside_topk(batch):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_emo_topk_matches_torch_gold_inside_and_outside_topk(batch, normalize):
     logits, labels, mask, lm_head = batch
     logits, labels, k = logits.copy(), labels.copy(), 8
     for b in range(B):
@@ -201,12 +256,14 @@ def test_emo_topk_matches_torch_gold_inside_and_outside_topk(batch):
     inside = (top == labels[..., None]).any(-1)
     assert (inside & mask).any() and (~inside & mask).any()
 
-    got = _value_and_grad_jax(emo_topk, logits, labels, mask, lm_head, k=k)
-    want = _value_and_grad_torch(lambda t: torch_emo_topk(t, labels, mask, lm_head, k), logits)
+    got = _value_and_grad_jax(emo_topk, logits, labels, mask, lm_head, k=k,
+                              normalize=normalize)
+    want = _value_and_grad_torch(
+        lambda t: torch_emo_topk(t, labels, mask, lm_head, k, normalize), logits)
     _assert_matches(got, want)
     # Gradient reaches the k selected logits (and through the softmax normaliser, all);
     # it must differ from the full version's.
-    full = _value_and_grad_jax(emo_full, logits, labels, mask, lm_head)
+    full = _value_and_grad_jax(emo_full, logits, labels, mask, lm_head, normalize=normalize)
     assert not np.allclose(got[1], full[1])
 
 

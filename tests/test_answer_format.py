@@ -27,6 +27,24 @@ def test_format_output_and_parse_scores():
         assert answer_format.parse_scores(generated, 6) == expected, generated
 
 
+def test_score_fields_give_each_accepted_digit_and_where_it_is():
+    cases = {
+        "4 3 5": [(4, 0), (3, 2), (5, 4)],
+        " \n4 3 5": [(4, 2), (3, 4), (5, 6)],     # the first non-empty line counts
+        "4.5 3 2": [None, (3, 4), (2, 6)],
+        "x 3 5": [None, (3, 2), (5, 4)],
+        "\r\n  4\t3\u20035": [(4, 4), (3, 6), (5, 8)],  # any str.split() whitespace
+        "4": [(4, 0), None, None],
+    }
+    for text, fields in cases.items():
+        assert answer_format.score_fields(text, 3) == fields, text
+        for field in fields:
+            if field is not None:
+                assert text[field[1]] == str(field[0])
+        digits = [None if f is None else f[0] for f in fields]
+        assert answer_format.parse_scores(text, 3)[0] == digits
+
+
 def test_instruction_names_traits_ranges_format_and_ends_with_the_essay():
     essay = "My essay.\n\nSecond paragraph."
     text = answer_format.build_instruction(essay, ELL_TRAITS, ELL_CODECS, with_feedback=True,

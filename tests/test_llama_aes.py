@@ -17,10 +17,11 @@ from aes_jax.data.answer_format import format_output
 from aes_jax.data.score_codec import ScoreCodec
 from aes_jax.eval import llm_scoring
 from aes_jax.eval.generate import SamplingConfig, generate, left_pad
-from aes_jax.losses import emo, number_tokens, weighting
+from aes_jax.losses import emo, number_tokens
 from aes_jax.losses.lm import masked_cross_entropy
 from aes_jax.models.llama import Llama, LlamaConfig, init_params
 from aes_jax.tasks.llama_aes import LlamaAesTask
+from aes_jax.tasks.llama_aes_options import LlamaAesOptions
 from configs.llama_aes import get_config
 from tests.train_utils import REPO, env, read_metrics, run_train
 
@@ -71,12 +72,19 @@ def _batch(task):
     return jax.tree.map(jnp.asarray, next(it))
 
 
-@pytest.mark.parametrize("mode", ["static", "dynamic", "uncertainty"])
-def test_loss_is_the_documented_combination(data_dir, tmp_path, mode):
-    overrides = {"static": dict(ntl_weight=0.3, emo_weight=0.2),
-                 "dynamic": dict(ntl_weight=1.0, emo_weight=-1.0),
-                 "uncertainty": dict(ntl_weight=1.0, emo_weight=1.0, weighting="uncertainty")}
-    task = LlamaAesTask(tiny_config(data_dir, **overrides[mode]), tmp_path)
+LOSS_CASES = {  # config overrides -> the weighting they resolve to
+    "static": (dict(ntl_weight=0.3, emo_weight=0.2), "static"),
+    "dynamic": (dict(ntl_weight=1.0, emo_weight=-1.0), "dynamic"),
+    "uncertainty": (dict(ntl_weight=1.0, emo_weight=1.0, weighting="uncertainty"),
+                    "uncertainty"),
+}
+EPS = 1e-8  # weighting.dynamic's
+
+
+@pytest.mark.parametrize("case", LOSS_CASES)
+def test_loss_is_the_documented_combination(data_dir, tmp_path, case):
+    overrides, mode = LOSS_CASES[case]
+    task = LlamaAesTask(tiny_config(data_dir, **overrides), tmp_path)
     assert task.weighting == mode
     trainable, frozen = task.init(jax.random.key(0))
     batch = _batch(task)
@@ -90,7 +98,7 @@ def test_loss_is_the_documented_combination(data_dir, tmp_path, mode):
     head = frozen["params"]["lm_head"].T  # the tiny model's head is untied: [V, D]
     e = emo.emo_topk(logits, batch["targets"], batch["feedback_mask"], head, k=64)
     expected = {"static": ce + 0.3 * ntl + 0.2 * e,
-                "dynamic": 0.5 * (ce + (ce / (ntl + e + 1e-8)) * (ntl + e)),
+                "dynamic": 0.5 * (ce + (ce / (ntl + e + EPS)) * (ntl + e)),
                 "uncertainty": 0.5 * (ce + ntl + e)}[mode]  # log-variances start at 0
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
     np.testing.assert_allclose([float(aux["ce_loss"]), float(aux["ntl_loss"]),
@@ -98,6 +106,56 @@ def test_loss_is_the_documented_combination(data_dir, tmp_path, mode):
     if mode == "uncertainty":
         grads = jax.grad(lambda t: task.loss(t, frozen, batch, jax.random.key(1), 0)[0])(trainable)
         assert float(jnp.abs(grads["loss_weights"]["log_vars"]).sum()) > 0
+
+
+@pytest.mark.parametrize("overrides, terms", [
+    (dict(ntl_weight=1.0, emo_weight=-1.0), ("ce", "ntl", "emo")),
+    # a negative NTL weight means dynamic weighting too (it used to give CE - NTL)
+    (dict(ntl_weight=-1.0, emo_weight=0.0), ("ce", "ntl")),
+])
+def test_dynamic_weighting_value_and_gradients(data_dir, tmp_path, overrides, terms):
+    """The task's combination is CE in value whatever aux is, so only its gradients tell
+    it apart: d/dCE = 0.5, d/daux_i = 0.5 * CE / aux (aux = sum of the terms, the ratio
+    a constant), from 0.5 * (ce + sg(ce / aux) * aux)."""
+    task = LlamaAesTask(tiny_config(data_dir, **overrides), tmp_path)
+    assert task.weighting == "dynamic" and task.options.active_terms == terms
+    values = {"ce": 2.0, "ntl": 0.5, "emo": 0.3}
+    args = [values[k] for k in terms]
+
+    def combined(*xs):
+        return task.combine(dict(zip(terms, xs)), {})
+    value, grads = jax.value_and_grad(combined, argnums=tuple(range(len(terms))))(*args)
+    aux = sum(args[1:])
+    assert float(value) == pytest.approx(2.0, rel=1e-6)
+    want = [0.5] + [0.5 * 2.0 / (aux + EPS)] * (len(terms) - 1)  # 2.5 and 1.25
+    np.testing.assert_allclose([float(g) for g in grads], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(ntl_weight=-1.0, emo_weight=0.0, weighting="static"), "increase that loss"),
+    (dict(ntl_weight=1.0, emo_weight=-1.0, weighting="uncertainty"), "on \\(1\\) or off"),
+    (dict(ntl_weight=0.5, emo_weight=1.0, weighting="uncertainty"), "on \\(1\\) or off"),
+    (dict(ntl_weight=0.3, emo_weight=-1.0), "other magnitudes would be ignored"),
+    (dict(ntl_weight=1.0, emo_weight=2.0, weighting="dynamic"), "other magnitudes"),
+    (dict(ntl_weight=-1.0, emo_weight=1.0), "EMO with a static weight"),
+])
+def test_weights_a_weighting_would_misread_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        LlamaAesOptions(**overrides)
+
+
+def test_weighting_resolution_and_emo_default():
+    def resolved(**kw):
+        return LlamaAesOptions(**kw).resolved_weighting
+    assert resolved(ntl_weight=-1.0, emo_weight=0.0) == "dynamic"
+    assert resolved(ntl_weight=0.0, emo_weight=-1.0) == "dynamic"
+    assert resolved(ntl_weight=-1.0, emo_weight=-1.0) == "dynamic"
+    assert resolved(ntl_weight=0.3, emo_weight=0.1) == "static"
+    assert resolved(ntl_weight=1.0, emo_weight=1.0, weighting="dynamic") == "dynamic"
+    # EMO's default is the public code's dot form, in the config and the options alike.
+    for arg in (None, "tiny"):
+        assert LlamaAesOptions.from_config(get_config(arg)).emo_normalize is False
+    assert LlamaAesOptions().emo_normalize is False
 
 
 def test_batch_masks_point_at_digits_and_feedback(data_dir, tmp_path):
@@ -145,31 +203,13 @@ def test_watched_logits_equal_a_forward_pass():
                                        atol=1e-4)
 
 
-def test_expected_digits_and_score_steps():
-    digits = {10, 11, 12}  # token ids of the digits 0, 1, 2
-    newline = {99}
-    tokens = [99, 11, 5, 12, 5, 10, 99, 11]  # "\n1 2 0\n1"
-    steps = llm_scoring.score_steps(tokens, digits, newline, 3)
-    assert steps == [1, 3, 5]
-    assert llm_scoring.score_steps([11, 99, 12], digits, newline, 2) == [0]
-    watched = np.zeros((8, 3))
-    watched[1] = [0.0, np.log(3.0), -np.inf]  # p(0)=1/4, p(1)=3/4 -> 0.75
-    watched[3] = [-np.inf, -np.inf, 0.0]  # p(2)=1 -> 2
-    got = llm_scoring.expected_digits(watched, steps[:2], np.array([0.0, 1.0, 2.0]), 3)
-    np.testing.assert_allclose(got[:2], [0.75, 2.0])
-    assert np.isnan(got[2])
-    fixed = llm_scoring.apply_fallback(np.array([[np.nan, 7.0]]), np.array([2, 3]),
-                                       [(1, 4), (1, 5)])
-    np.testing.assert_array_equal(fixed, [[2, 5]])
-
-
 def test_scoring_report_qwk_per_trait(data_dir, tmp_path):
     task = LlamaAesTask(tiny_config(data_dir), tmp_path)
     rng = np.random.default_rng(3)
     gold = np.stack([rng.integers(1, 5, 30), rng.integers(1, 6, 30)], 1).astype(float)
     pred = np.clip(gold + rng.integers(-1, 2, gold.shape), [1, 1], [4, 5])
-    result = {"gold": gold, "greedy": pred, "expected": gold, "parse_failures": 2,
-              "answers_not_ok": 1}
+    result = {"gold": gold, "greedy": pred, "expected": gold, "expected_raw": gold,
+              "parse_failures": 2, "answers_not_ok": 1}
     report = llm_scoring.scoring_report(task.score_format(), result)
     for k, (trait, lo_hi) in enumerate(zip(TRAITS, [(1, 4), (1, 5)])):
         ref = cohen_kappa_score(gold[:, k].astype(int), pred[:, k].astype(int),
@@ -177,6 +217,7 @@ def test_scoring_report_qwk_per_trait(data_dir, tmp_path):
         assert report["greedy"]["qwk_per_trait"][trait] == pytest.approx(ref, abs=1e-9)
     assert report["expected"]["qwk_mean"] == pytest.approx(1.0)
     assert report["expected"]["mcrmse"] == pytest.approx(0.0)
+    assert report["expected"]["mcrmse_continuous"] == pytest.approx(0.0)
     assert report["parse_failures"] == 2
 
 
@@ -237,7 +278,7 @@ def test_score_split_and_jsonl(trained_run, data_dir, tmp_path):
     assert not out2.with_suffix(".metrics.json").exists()
 
 
-def test_self_consistency_run_and_analyze(trained_run, tmp_path):
+def test_self_consistency_run_and_analyze(trained_run, data_dir, tmp_path):
     bank = tmp_path / "bank.json"
     _run("launch.self_consistency", "run", f"--run={trained_run}", "--split=test",
          "--num_samples=3", "--max_new_tokens=12", "--limit=5", f"--bank={bank}")
@@ -245,6 +286,11 @@ def test_self_consistency_run_and_analyze(trained_run, tmp_path):
     assert len(data["essays"]) == 5
     assert all(len(e["samples"]) == 3 for e in data["essays"])
     assert data["digit_ranges"] == {"content": [1, 4], "language": [1, 5]}
+    # the bank records launch.score's fallback: each trait's most frequent training digit
+    train = mtl_io.load_mtl_dir(data_dir)[1]["train"]
+    columns = zip(*(mtl_io.check_example(ex, CODECS) for ex in train))
+    modes = [max(sorted(set(col)), key=col.count) for col in map(list, columns)]  # ties low
+    assert data["fallbacks"] == dict(zip(TRAITS, modes))
     proc = _run("launch.self_consistency", "analyze", f"--bank={bank}", "--ms=1,3",
                 f"--out_dir={tmp_path / 'analysis'}")
     result = json.loads((tmp_path / "analysis" / "analysis.json").read_text())

@@ -194,17 +194,30 @@ def test_per_trait_report_skips_missing_gold():
     trues = {"content": GOLD.astype(float),
              "organization": np.array([1, 2, 3, 4, np.nan, np.nan, np.nan, np.nan]),
              "style": np.full(8, np.nan)}
-    preds = {"content": RAW, "organization": RAW[[0, 1, 2, 3, 0, 1, 2, 3]],
+    # organization on prompt 1 only; predictions for essays without gold are never read
+    preds = {"content": RAW, "organization": np.array([1.2, 2.6, 2.4, 3.4, 9, 9, 9, 9]),
              "style": np.zeros(8)}
     ranges = {(1, "content"): (1, 4), (2, "content"): (0, 2), (1, "organization"): (1, 4)}
     report = metrics.per_trait_report(PROMPTS, trues, preds, ranges)
     assert report["skipped"] == {"content": 0, "organization": 4, "style": 8}
     assert set(report["per_trait"]) == {"content", "organization"}
-    assert report["per_trait"]["content"] == metrics.per_prompt_report(PROMPTS, GOLD, RAW, RANGES)
-    assert list(report["per_trait"]["organization"]["per_prompt"]) == [1]
-    assert report["per_trait"]["organization"]["per_prompt"][1]["n"] == 4
+    content = report["per_trait"]["content"]["per_prompt"]
+    assert content[1] == pytest.approx({"qwk": 1.0, "rmse": 0.3, "mae": 0.25, "exact": 1.0,
+                                        "n": 4})
+    assert content[2] == pytest.approx({"qwk": 7 / 11, "rmse": math.sqrt(2.22 / 4),
+                                        "mae": 0.7, "exact": 0.5, "n": 4})
+    # organization rated [1, 3, 2, 3] against [1, 2, 3, 4]: observed weighted
+    # disagreement 0 + 1 + 1 + 1 = 3; expected = sum_j c_j sum_i (i - j)^2 / 4 with
+    # predicted counts c = (1, 1, 2, 0) and row sums (14, 6, 6, 14) -> 32 / 4 = 8; 1 - 3/8.
+    organization = report["per_trait"]["organization"]["per_prompt"]
+    assert list(organization) == [1]
+    assert organization[1] == pytest.approx({"qwk": 5 / 8, "rmse": math.sqrt(1.12 / 4),
+                                             "mae": 0.5, "exact": 0.25, "n": 4})
+    assert organization[1]["qwk"] == pytest.approx(sk_qwk([1, 2, 3, 4], [1, 3, 2, 3], 1, 4))
     # Averages over the three (prompt, trait) kappas, never a pooled kappa.
-    assert report["mean_qwk"] == pytest.approx((1.0 + 7 / 11 + 1.0) / 3)
+    assert report["mean_qwk"] == pytest.approx((1.0 + 7 / 11 + 5 / 8) / 3)
+    assert report["fisher_z_qwk"] == pytest.approx(math.tanh(
+        (math.atanh(0.999) + math.atanh(7 / 11) + math.atanh(5 / 8)) / 3))
     json.dumps(report)
 
 
@@ -289,6 +302,19 @@ def test_trait_report_integer_predictions_are_used_as_they_are():
         assert as_int["qwk_per_trait"][trait] == pytest.approx(
             sk_qwk(gold[:, k].astype(int), pred_int[:, k], lo, hi), abs=1e-12)
     assert as_int["mcrmse"] == pytest.approx(_numpy_mcrmse(gold, pred_int), rel=1e-12)
+
+
+def test_trait_mcrmse_hand_numbers():
+    # Cohesion digits 1-9 = 1.0-5.0 in halves: gold 3 -> 2.0, pred 4.5 -> 2.75 (error 0.75);
+    # gold 5 -> 3.0, pred 5 -> 3.0. Word Choice identity: errors 1 and 0. Conventions
+    # 10 + 5 (d - 2): gold 2 -> 10, pred 2.2 -> 11 (error 1); gold 6 -> 30, pred 6 -> 30.
+    gold = np.array([[3, 1, 2], [5, 2, 6]])
+    pred = np.array([[4.5, 2, 2.2], [5, 2, 6]])
+    want = (math.sqrt(0.75 ** 2 / 2) + math.sqrt(1 / 2) + math.sqrt(1 / 2)) / 3
+    assert metrics.trait_mcrmse(gold, pred, CODECS) == pytest.approx(want, rel=1e-12)
+    assert metrics.trait_report(gold, pred, TRAITS, CODECS)["mcrmse"] == pytest.approx(want)
+    with pytest.raises(ValueError, match=r"\[N, 3\]"):
+        metrics.trait_mcrmse(gold[:, :2], pred[:, :2], CODECS)
 
 
 def test_trait_report_perfect_predictions():

@@ -53,22 +53,36 @@ def test_all_nan_gives_fallback():
     assert sc.average_vote(np.array([nan]), fallback=2) == 2
 
 
-def test_vectorised_vote_matches_scalar_and_uses_first_m():
-    rng = np.random.default_rng(0)
-    samples = rng.integers(1, 5, size=(40, 7, 3)).astype(float)
-    samples[rng.random(samples.shape) < 0.3] = nan
-    fallbacks = [2, 1, 3]
-    for method, scalar in (("majority", sc.majority_vote), ("average", sc.average_vote)):
-        for m in (1, 4, 7):
-            got = sc.vote(samples, m, method, fallbacks)
-            assert got.shape == (40, 3) and got.dtype == np.int64
-            want = [[scalar(samples[i, :m, k], fallbacks[k]) for k in range(3)]
-                    for i in range(40)]
-            np.testing.assert_array_equal(got, want)
-    with pytest.raises(ValueError, match="m = 8"):
-        sc.vote(samples, 8, "majority", fallbacks)
+# [essay, sample, trait]; fallbacks (2, 3). Votes worked out by hand below.
+VOTE_SAMPLES = np.array([
+    [[3, nan], [4, nan], [4, nan], [3, nan]],   # e0: A ties 3/4; B never parsed
+    [[2, 1], [nan, 2], [5, 2], [5, 1]],         # e1: A 5 twice; B ties 1/2
+    [[nan, 4], [1, nan], [1, nan], [4, nan]],   # e2: A 1 twice; B one vote
+], dtype=float)
+VOTES = {  # (method, m) -> [essay][trait]
+    ("majority", 1): [[3, 3], [2, 1], [2, 4]],   # e2 A: its one sample failed -> 2
+    ("average", 1): [[3, 3], [2, 1], [2, 4]],
+    ("majority", 2): [[3, 3], [2, 1], [1, 4]],   # ties 3/4 and 1/2 go low
+    ("average", 2): [[4, 3], [2, 2], [1, 4]],    # means 3.5 and 1.5 round up
+    ("majority", 4): [[3, 3], [5, 1], [1, 4]],
+    ("average", 4): [[4, 3], [4, 2], [2, 4]],    # e1 A: 12/3 = 4; e2 A: 6/3 = 2
+}
+
+
+@pytest.mark.parametrize("method, m", VOTES)
+def test_vote_hand_worked_over_the_first_m_samples(method, m):
+    got = sc.vote(VOTE_SAMPLES, m, method, [2, 3])
+    assert got.shape == (3, 2) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, VOTES[(method, m)])
+
+
+def test_vote_bad_arguments():
+    with pytest.raises(ValueError, match="m = 5"):
+        sc.vote(VOTE_SAMPLES, 5, "majority", [2, 3])
     with pytest.raises(ValueError, match="unknown vote method"):
-        sc.vote(samples, 1, "median", fallbacks)
+        sc.vote(VOTE_SAMPLES, 1, "median", [2, 3])
+    with pytest.raises(ValueError, match="1 fallback"):
+        sc.vote(VOTE_SAMPLES, 1, "majority", [2])
 
 
 # --------------------------------------------------------------------------- bank + analyze
@@ -76,7 +90,8 @@ def test_vectorised_vote_matches_scalar_and_uses_first_m():
 
 def make_bank() -> dict:
     """Trait A on [1, 4] with hand-worked votes, trait B on [0, 3] always sampled right.
-    e6 has no gold (excluded from QWK) and one extra sample (m capped at 3)."""
+    e6 has no gold (excluded from QWK) and one extra sample (m capped at 3). The
+    fallbacks are what `run` records: the training-mode digits (here chosen by hand)."""
     a_gold = [1, 2, 3, 4, 2, 3]
     a_samples = [[2, 1, 1], [2, 3, 3], [None, 3, 4], [4, 4, None], [1, 2, 2],
                  [None, None, None]]
@@ -87,12 +102,12 @@ def make_bank() -> dict:
     essays.append({"essay_id": "e6", "gold": None,
                    "samples": [[1, 0], [1, 0], [4, 3], [4, 3]]})
     return {"version": sc.BANK_VERSION, "traits": ["A", "B"],
-            "digit_ranges": {"A": [1, 4], "B": [0, 3]},
+            "digit_ranges": {"A": [1, 4], "B": [0, 3]}, "fallbacks": {"A": 2, "B": 1},
             "sampling": {"temperature": 1.0, "top_k": 0, "seed": 0}, "essays": essays}
 
 
 A_GOLD = [1, 2, 3, 4, 2, 3]
-# Hand-worked votes for trait A (fallback (1 + 4) // 2 = 2 where all samples failed):
+# Hand-worked votes for trait A (the bank's fallback 2 where all samples failed):
 A_VOTES = {("majority", 1): [2, 2, 2, 4, 1, 2], ("average", 1): [2, 2, 2, 4, 1, 2],
            ("majority", 3): [1, 3, 3, 4, 2, 2],   # e2 ties 3/4 -> 3
            ("average", 3): [1, 3, 4, 4, 2, 2]}    # e2 mean 3.5 -> 4
@@ -136,11 +151,29 @@ def test_samples_equal_to_gold_give_qwk_one_and_default_ms():
     assert result["parse_failures"] == [0, 0, 0, 0]
 
 
-def test_fallback_override_and_bad_arguments():
+def test_fallbacks_come_from_the_bank_or_an_override():
+    want = sk_qwk(A_GOLD, [2, 2, 1, 4, 1, 1], 1, 4)  # m=1: e2, e5 fall back to 1
+    assert want != pytest.approx(sk_qwk(A_GOLD, A_VOTES[("majority", 1)], 1, 4))
+    bank = make_bank()
+    bank["fallbacks"]["A"] = 1  # as `run` records a training-mode digit of 1
+    result = sc.analyze(bank, ms=[1], methods=["majority"])
+    assert result["fallbacks"] == {"A": 1, "B": 1} and "the bank's" in result["note"]
+    assert result["methods"]["majority"]["per_trait"]["A"][0] == pytest.approx(want)
     result = sc.analyze(make_bank(), ms=[1], methods=["majority"], fallbacks={"A": 1})
-    want = sk_qwk(A_GOLD, [2, 2, 1, 4, 1, 1], 1, 4)  # e2, e5 fall back to 1
+    assert result["fallbacks"] == {"A": 1, "B": 1} and "given for ['A']" in result["note"]
     assert result["methods"]["majority"]["per_trait"]["A"][0] == pytest.approx(want)
     assert list(result["methods"]) == ["majority"]
+    # A bank without recorded fallbacks needs them for every trait, never a made-up one.
+    del bank["fallbacks"]
+    with pytest.raises(ValueError, match=r"records no fallback digits.*\['B'\]"):
+        sc.analyze(bank, fallbacks={"A": 1})
+    assert sc.analyze(bank, ms=[1], fallbacks={"A": 1, "B": 1})["fallbacks"] == {"A": 1, "B": 1}
+    bank["fallbacks"] = {"A": 1}
+    with pytest.raises(ValueError, match=r"fallbacks name no digit for \['B'\]"):
+        sc.validate_bank(bank)
+
+
+def test_fallback_bad_arguments():
     with pytest.raises(ValueError, match=r"fallback for 'A' is 9"):
         sc.analyze(make_bank(), fallbacks={"A": 9})
     with pytest.raises(ValueError, match="m = 4 exceeds the 3 samples"):
@@ -222,14 +255,17 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_analyze_end_to_end(tmp_path):
-    bank = sc.save_bank(make_bank(), tmp_path / "sample_bank_test.json")
-    proc = cli("analyze", f"--bank={bank}", "--ms=1,3")
+    bank = make_bank()
+    del bank["fallbacks"]  # a bank from elsewhere: the digits come from --fallbacks
+    bank = sc.save_bank(bank, tmp_path / "sample_bank_test.json")
+    proc = cli("analyze", f"--bank={bank}", "--ms=1,3", "--fallbacks=A=3,B=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "sample_bank_test_analysis"
     for name in ("analysis.json", "analysis.txt", "qwk_vs_m.png"):
         assert (out / name).is_file() and f"wrote {out / name}" in proc.stdout
     result = json.loads((out / "analysis.json").read_text())
     assert result["ms"] == [1, 3] and set(result["methods"]) == {"majority", "average"}
+    assert result["fallbacks"] == {"A": 3, "B": 0}
     assert "majority vote, QWK per trait" in proc.stdout
 
 

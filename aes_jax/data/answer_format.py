@@ -7,12 +7,13 @@ writes, one digit per trait on the first line, optionally followed by feedback::
 
 :func:`build_instruction` writes the rubric-aware instruction (the essay always last,
 after :data:`ESSAY_HEADER`), :func:`format_output` / :func:`parse_scores` write and read
-the answer, and :func:`rubric_feedback` makes the SYNTHETIC template feedback used when a
-corpus has none.
+the answer (:func:`score_fields`: where each digit was read), and :func:`rubric_feedback`
+makes the SYNTHETIC template feedback used when a corpus has none.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -25,6 +26,8 @@ __all__ = [
     "DEFAULT_RUBRIC",
     "format_output",
     "parse_scores",
+    "score_fields",
+    "answer_status",
     "answer_line",
     "build_instruction",
     "essay_from_instruction",
@@ -48,6 +51,29 @@ def format_output(digits: Sequence[int], feedback: str | None = None) -> str:
     return f"{line}\n\n{FEEDBACK_MARKER} {feedback.strip()}"
 
 
+def score_fields(text: str, num_traits: int) -> list[tuple[int, int] | None]:
+    """Where the parser reads each trait's digit: ``(digit, character index in text)`` per
+    trait, None where it reads none (rules in :func:`parse_scores`).
+
+    The character index lets expected-score decoding find the generated token that holds
+    the same digit, so both decodings read one alignment (``eval/llm_scoring.py``).
+    """
+    start = 0
+    line = ""
+    for candidate in text.splitlines(keepends=True):
+        if candidate.strip():
+            line = candidate
+            break
+        start += len(candidate)
+    # \S in a str pattern splits on exactly what str.split() splits on (str.isspace).
+    fields = [(start + m.start(), m.group()) for m in re.finditer(r"\S+", line)]
+    out: list[tuple[int, int] | None] = []
+    for k in range(num_traits):
+        at, token = fields[k] if k < len(fields) else (start, "")
+        out.append((int(token), at) if len(token) == 1 and token in "0123456789" else None)
+    return out
+
+
 def parse_scores(text: str, num_traits: int) -> tuple[list[int | None], str]:
     """Read the trait digits from generated text: ``(digits, status)``.
 
@@ -58,15 +84,14 @@ def parse_scores(text: str, num_traits: int) -> tuple[list[int | None], str]:
     ``"partial"`` (some do) or ``"failed"`` (none does, or no non-empty line). Nothing is
     guessed here: the caller decides the fallback for a None (e.g. the training mean).
     """
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    tokens = first.split()
-    digits: list[int | None] = []
-    for k in range(num_traits):
-        token = tokens[k] if k < len(tokens) else ""
-        digits.append(int(token) if len(token) == 1 and token in "0123456789" else None)
+    digits = [None if f is None else f[0] for f in score_fields(text, num_traits)]
+    return digits, answer_status(digits)
+
+
+def answer_status(digits: Sequence[int | None]) -> str:
+    """"ok" (every trait read), "partial" (some) or "failed" (none)."""
     found = sum(d is not None for d in digits)
-    status = "ok" if found == num_traits else ("failed" if found == 0 else "partial")
-    return digits, status
+    return "ok" if found == len(digits) else ("failed" if found == 0 else "partial")
 
 
 def answer_line(output: str) -> str:

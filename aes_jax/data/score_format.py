@@ -27,6 +27,10 @@ class ScoreFormat:
     def digit_ranges(self) -> list[tuple[int, int]]:
         return [c.digit_range for c in self.codecs]
 
+    def fallback_by_trait(self) -> dict[str, int]:
+        """{trait: fallback digit}, as the metrics JSON and the sample bank record them."""
+        return {t: int(d) for t, d in zip(self.traits, self.fallback_digits)}
+
     def stop_token_ids(self, score_line_only: bool = True) -> tuple[int, ...]:
         """End of answer, plus (score_line_only) the newline tokens: votes and parsing read
         only the first line, so sampling the feedback after it would be wasted work."""

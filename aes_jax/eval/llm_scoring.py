@@ -4,10 +4,15 @@ sampled answers for self-consistency, all through the jitted sampler in `eval/ge
 Expected-score decoding costs nothing extra: the sampler records the digit tokens' logits
 at every step, and at the step that wrote trait k's score the probability-weighted mean
 over the digits (softmax restricted to the digit tokens) is that trait's expected score.
+Which step wrote trait k's score comes from the greedy parser itself (`read_answer`): the
+character where it read trait k's digit, mapped to the generated token holding it, so
+both decodings read the same traits from the same tokens.
 
 Parse failures (a trait with no readable digit) are counted and replaced by the trait's
 most frequent training digit (`ScoreFormat.fallback_digits`): a constant prediction, the
-least informative guess, so failures cost QWK instead of silently vanishing.
+least informative guess, so failures cost QWK instead of silently vanishing. The same
+digits go into every sample bank (`"fallbacks"`), so self-consistency votes fall back
+alike and its figures compare with these.
 
 Everything here takes the model to run (a LlamaConfig and params, LoRA merged), the
 tokenizer and a `ScoreFormat`; nothing reaches into a task.
@@ -15,15 +20,17 @@ tokenizer and a `ScoreFormat`; nothing reaches into a task.
 
 from __future__ import annotations
 
+import bisect
 import csv
+import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from aes_jax.data.answer_format import parse_scores
+from aes_jax.data.answer_format import answer_status, parse_scores, score_fields
 from aes_jax.data.score_format import ScoreFormat, ScoringInput
 from aes_jax.eval import metrics
 from aes_jax.eval.generate import SamplingConfig, generate
@@ -77,45 +84,75 @@ def decode(cfg: LlamaConfig, params: dict, prompt_ids: Sequence[np.ndarray],
     return tokens, watched
 
 
-class _NewlineTokens:
-    """Which token ids decode to text holding a newline (decoded once per id)."""
+def token_spans(decode: Callable[[list[int]], str], tokens: Sequence[int], text: str,
+                upto: int) -> list[int]:
+    """End character (in ``text`` = decode(tokens)) of each generated token's span: token i
+    covers ``[ends[i-1], ends[i])``. Computed until the span reaching past ``upto``.
 
-    def __init__(self, tokenizer):
-        self.tokenizer, self.cache = tokenizer, {}
+    A token's span is how far the decoded prefix through it agrees with ``text``, never
+    shrinking: a byte-level token ending inside a multi-byte character (decoded as U+FFFD)
+    gets an empty span and the one completing the character gets it, and decoders that
+    tidy spaces only shift spans, never leave a character without a token.
+    """
+    ends, end = [], 0
+    for i in range(len(tokens)):
+        piece = decode(list(tokens[:i + 1]))
+        end = max(end, len(os.path.commonprefix([piece, text])))
+        ends.append(end)
+        if end > upto:
+            break
+    return ends
 
-    def __contains__(self, token: int) -> bool:
-        if token not in self.cache:
-            self.cache[token] = "\n" in self.tokenizer.decode([token])
-        return self.cache[token]
 
-
-def score_steps(tokens: Sequence[int], digit_ids: set, newline: Any, num_traits: int
-                ) -> list[int]:
-    """Indices of the first `num_traits` digit tokens of the answer's first non-empty line."""
-    steps, started = [], False
-    for i, t in enumerate(tokens):
-        if t in newline:
-            if started or steps:
-                break
-            continue
-        started = True
-        if t in digit_ids:
-            steps.append(i)
-            if len(steps) == num_traits:
-                break
+def score_steps(decode: Callable[[list[int]], str], tokens: Sequence[int], text: str,
+                chars: Sequence[int | None]) -> list[int | None]:
+    """For each trait's digit character in ``text`` (None: the parser read none), the index
+    of the generated token that holds it: the step whose watched logits score that trait."""
+    wanted = [c for c in chars if c is not None]
+    if not wanted:
+        return [None] * len(chars)
+    ends = token_spans(decode, tokens, text, max(wanted))
+    steps: list[int | None] = []
+    for c in chars:
+        i = bisect.bisect_right(ends, c) if c is not None else len(ends)
+        steps.append(i if i < len(ends) else None)
     return steps
 
 
-def expected_digits(watched: np.ndarray, steps: Sequence[int], digit_values: np.ndarray,
-                    num_traits: int) -> np.ndarray:
-    """[K] probability-weighted digit at each score step (softmax over digits only); NaN
-    for traits the answer never wrote."""
-    out = np.full(num_traits, np.nan)
-    for k, step in enumerate(steps[:num_traits]):
+def expected_digits(watched: np.ndarray, steps: Sequence[int | None],
+                    digit_values: np.ndarray) -> np.ndarray:
+    """[K] probability-weighted digit at each trait's step (softmax over digits only); NaN
+    for traits with no step (the parser read no digit there)."""
+    out = np.full(len(steps), np.nan)
+    for k, step in enumerate(steps):
+        if step is None:
+            continue
         logits = watched[step].astype(np.float64)
         p = np.exp(logits - logits.max())
         out[k] = float(p @ digit_values / p.sum())
     return out
+
+
+def read_answer(tokens: Sequence[int], watched: np.ndarray, tokenizer: Any, fmt: ScoreFormat
+                ) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """One greedy answer -> (text, status, parsed digits [K], expected digits [K]).
+
+    One alignment serves both decodings: the parser's field positions (`score_fields`)
+    name the character of each trait's digit, and the token holding that character is
+    the step whose watched logits give the expected digit. A trait the parser rejects, or
+    whose digit is outside its range, is NaN in both; an accepted one is read from the
+    same token in both.
+    """
+    k = len(fmt.traits)
+    text = tokenizer.decode(list(tokens))
+    fields = score_fields(text, k)
+    read = [None if f is None else f[0] for f in fields]
+    digits = _in_range(read, fmt.codecs)
+    chars = [None if d is None else f[1] for d, f in zip(digits, fields)]
+    steps = score_steps(tokenizer.decode, tokens, text, chars)
+    parsed = np.array([np.nan if s is None else d for d, s in zip(digits, steps)], np.float64)
+    expected = expected_digits(watched, steps, np.asarray(fmt.digit_values, np.float64))
+    return text, answer_status(read), parsed, expected
 
 
 def _in_range(digits: Sequence[int | None], codecs) -> list[int | None]:
@@ -133,6 +170,13 @@ def apply_fallback(digits: np.ndarray, fallback: np.ndarray, lo_hi: Sequence[tup
     return np.clip(out, lo, hi)
 
 
+def continuous_expected(fmt: ScoreFormat, expected_raw: np.ndarray) -> np.ndarray:
+    """[N, K] expected digits left unrounded: NaN -> the fallback digit, clipped into each
+    trait's range (as the rounded ones are), for an MCRMSE of the expectation itself."""
+    return apply_fallback(np.asarray(expected_raw, np.float64),
+                          np.asarray(fmt.fallback_digits), fmt.digit_ranges)
+
+
 def score_inputs(cfg: LlamaConfig, params: dict, tokenizer: Any, fmt: ScoreFormat,
                  inputs: Sequence[ScoringInput], batch_size: int, max_new_tokens: int,
                  score_line_only: bool = True) -> dict[str, Any]:
@@ -145,17 +189,11 @@ def score_inputs(cfg: LlamaConfig, params: dict, tokenizer: Any, fmt: ScoreForma
                               pad_token_id=tok.pad_id, watch_token_ids=fmt.digit_ids)
     tokens, watched = decode(cfg, params, [x.prompt_ids for x in inputs], sampling, batch_size,
                              jax.random.key(0), desc="greedy")
-    digit_set = set(fmt.digit_ids)
-    newline = _NewlineTokens(tok)
     texts, statuses = [], []
     parsed = np.full((len(inputs), k), np.nan)
     expected = np.full((len(inputs), k), np.nan)
     for i, seq in enumerate(tokens):
-        text = tok.decode(seq)
-        digits, status = parse_scores(text, k)
-        parsed[i] = [np.nan if d is None else d for d in _in_range(digits, fmt.codecs)]
-        expected[i] = expected_digits(watched[i], score_steps(seq, digit_set, newline, k),
-                                      np.asarray(fmt.digit_values, np.float64), k)
+        text, status, parsed[i], expected[i] = read_answer(seq, watched[i], tok, fmt)
         texts.append(text)
         statuses.append(status)
     ranges = fmt.digit_ranges
@@ -167,6 +205,7 @@ def score_inputs(cfg: LlamaConfig, params: dict, tokenizer: Any, fmt: ScoreForma
         "expected_raw": expected,
         "expected": apply_fallback(np.floor(expected + 0.5), fallback, ranges),
         "status": statuses, "text": texts,
+        # Both decodings fail on the same traits (one alignment), so one count serves.
         "parse_failures": int(np.isnan(parsed).sum()),
         "answers_not_ok": int(sum(s != "ok" for s in statuses)),
     }
@@ -196,6 +235,7 @@ def sample_bank(cfg: LlamaConfig, params: dict, tokenizer: Any, fmt: ScoreFormat
         essays.append(entry)
     return {"version": "aes_jax.sample_bank/1", "traits": list(fmt.traits),
             "digit_ranges": {t: list(c.digit_range) for t, c in zip(fmt.traits, fmt.codecs)},
+            "fallbacks": fmt.fallback_by_trait(),
             "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k,
                          "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens,
                          "seed": seed, "num_samples": num_samples, **(meta or {})},
@@ -204,19 +244,25 @@ def sample_bank(cfg: LlamaConfig, params: dict, tokenizer: Any, fmt: ScoreFormat
 
 def scoring_report(fmt: ScoreFormat, result: dict[str, Any]) -> dict[str, Any]:
     """QWK per trait (digit scale) and MCRMSE (original scale) for greedy and expected-score
-    decoding, over the rows with gold scores; parse failures counted."""
+    decoding, over the rows with gold scores; parse failures counted.
+
+    ``expected.mcrmse`` is on the rounded expected digits (the ratings); next to it,
+    ``expected.mcrmse_continuous`` is on the unrounded expected values
+    (`continuous_expected`), the number to compare with regression models."""
     gold = result["gold"]
     has_gold = ~np.isnan(gold).any(axis=1)
     report: dict[str, Any] = {"num_essays": len(gold), "num_with_gold": int(has_gold.sum()),
                               "parse_failures": result["parse_failures"],
                               "answers_not_ok": result["answers_not_ok"],
-                              "fallback_digits": dict(zip(fmt.traits,
-                                                          map(int, fmt.fallback_digits)))}
+                              "fallback_digits": fmt.fallback_by_trait()}
     if not has_gold.any():
         return report
     for method in ("greedy", "expected"):
         report[method] = metrics.trait_report(gold[has_gold], result[method][has_gold],
                                               fmt.traits, fmt.codecs)
+    continuous = continuous_expected(fmt, result["expected_raw"])[has_gold]
+    report["expected"]["mcrmse_continuous"] = metrics.trait_mcrmse(gold[has_gold], continuous,
+                                                                   fmt.codecs)
     return report
 
 

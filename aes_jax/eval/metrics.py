@@ -296,15 +296,27 @@ def trait_report(gold_digits: np.ndarray, pred_digits: np.ndarray, traits: Seque
         raise ValueError(f"trait names repeat: {list(traits)}; their QWKs would overwrite "
                          "each other")
     qwks: dict[str, float] = {}
-    true_scores, pred_scores = [], []
     for j, (trait, codec) in enumerate(zip(traits, codecs)):
         lo, hi = codec.digit_range
         qwks[trait] = qwk(_as_ratings(f"gold_digits[:, {j}] ({trait!r})", gold[:, j]),
                           round_and_clip(pred[:, j], lo, hi), lo, hi)
-        true_scores.append(np.asarray(codec.to_scores(gold[:, j]), dtype=np.float64))
-        pred_scores.append(np.asarray(codec.to_scores(pred[:, j]), dtype=np.float64))
     return {"qwk_per_trait": qwks, "qwk_mean": float(np.mean(list(qwks.values()))),
-            "mcrmse": mcrmse(np.stack(true_scores, axis=1), np.stack(pred_scores, axis=1))}
+            "mcrmse": trait_mcrmse(gold, pred, codecs)}
+
+
+def trait_mcrmse(gold_digits: Any, pred_digits: Any, codecs: Sequence[Any]) -> float:
+    """MCRMSE on the original score scale of [N, K] digits (column k read with
+    ``codecs[k].to_scores``), predictions used as they are (rounded or not)."""
+    gold = np.asarray(gold_digits, dtype=np.float64)
+    pred = np.asarray(pred_digits, dtype=np.float64)
+    if gold.ndim != 2 or gold.shape != pred.shape or gold.shape[1] != len(codecs):
+        raise ValueError(f"trait_mcrmse needs [N, {len(codecs)}] gold and predictions, got "
+                         f"{gold.shape} and {pred.shape}")
+
+    def scores(digits: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(c.to_scores(digits[:, k]), dtype=np.float64)
+                         for k, c in enumerate(codecs)], axis=1)
+    return mcrmse(scores(gold), scores(pred))
 
 
 def mean_from_sums(outputs: Sequence[Mapping[str, Any]]) -> dict[str, float]:

@@ -13,6 +13,8 @@ Sample bank (JSON), version ``BANK_VERSION`` = "aes_jax.sample_bank/1"::
       "version": "aes_jax.sample_bank/1",
       "traits": ["content", "organization", ...],          # K unique names
       "digit_ranges": {"content": [1, 6], ...},            # valid digits per trait, inclusive
+      "fallbacks": {"content": 4, ...},                    # optional: digit per trait for
+                                                           # all-failed votes (see below)
       "sampling": {"temperature": 1.0, "top_k": 0, ...},   # free-form provenance, not read
       "essays": [
         {"essay_id": "1234",                               # unique string
@@ -27,7 +29,8 @@ Sample bank (JSON), version ``BANK_VERSION`` = "aes_jax.sample_bank/1"::
 Rules the loader enforces (``validate_bank``; errors name the file, the essay index and
 id, and what was expected): the version string matches exactly; every sample and every
 gold list has exactly K entries, each an int inside its trait's range or null; every essay
-has at least one sample; ``texts``, when present, has one string per sample. Extra keys
+has at least one sample; ``texts``, when present, has one string per sample;
+``fallbacks``, when present, names every trait with an int in its range. Extra keys
 (e.g. a prompt id on an essay) are kept and ignored, so producers can add provenance.
 
 Essays may hold different numbers of samples (e.g. a resumed sampling job). ``analyze``
@@ -38,10 +41,12 @@ Scoring choices:
 
 * A sample's null digit is a parse failure. It does not vote; it is counted per m
   (``parse_failures``). When all m samples of an essay fail for a trait, the essay gets
-  the trait's *fallback* score: by default the midpoint of the digit range rounded down
-  (``(lo + hi) // 2``), a neutral guess that neither rewards nor hides failures the way
-  dropping the essay would. ``fallbacks={trait: digit}`` overrides it; the number of
-  fallbacks used is reported per m.
+  the trait's *fallback* digit: the bank's ``fallbacks``, which ``launch.self_consistency
+  run`` fills with the trait's most frequent training digit, the very fallback
+  ``launch.score`` uses for unreadable greedy answers, so the figures of the two compare.
+  ``fallbacks={trait: digit}`` overrides it per trait; a bank without ``fallbacks`` (a
+  hand-made one) needs the override for every trait. The number of fallbacks used is
+  reported per m.
 * Majority vote breaks ties towards the LOWER score, so the rule is deterministic and does
   not depend on sample order. Average vote rounds the mean half up (floor(x + 0.5)),
   matching metrics.round_and_clip.
@@ -119,6 +124,8 @@ def validate_bank(bank: Any, source: str = "<bank>") -> dict:
     if not isinstance(bank.get("sampling"), dict):
         raise ValueError(f"{source}: 'sampling' is {bank.get('sampling')!r}, expected an "
                          "object (temperature, top_k, seed, model, ...)")
+    if "fallbacks" in bank:
+        _check_fallbacks(source, bank["fallbacks"], traits, ranges, every_trait=True)
     essays = bank.get("essays")
     if not isinstance(essays, list) or not essays:
         raise ValueError(f"{source}: 'essays' must be a non-empty list")
@@ -263,19 +270,38 @@ def default_ms(max_samples: int) -> list[int]:
     return sorted(set(ms) | {max_samples})
 
 
-def _fallbacks(bank: dict, overrides: Mapping[str, int] | None) -> dict[str, int]:
-    ranges = {t: tuple(bank["digit_ranges"][t]) for t in bank["traits"]}
-    out = {t: (lo + hi) // 2 for t, (lo, hi) in ranges.items()}
-    for trait, value in (overrides or {}).items():
-        if trait not in ranges:
-            raise ValueError(f"fallback for unknown trait {trait!r}; traits are "
-                             f"{bank['traits']}")
+def _check_fallbacks(where: str, fallbacks: Any, traits: Sequence[str],
+                     ranges: Mapping[str, Sequence[int]], every_trait: bool) -> None:
+    if not isinstance(fallbacks, dict):
+        raise ValueError(f"{where}: fallbacks is {fallbacks!r}, expected {{trait: digit}}")
+    unknown = sorted(set(fallbacks) - set(traits))
+    if unknown:
+        raise ValueError(f"{where}: fallback for unknown trait {unknown[0]!r}; traits are "
+                         f"{list(traits)}")
+    missing = [t for t in traits if t not in fallbacks]
+    if every_trait and missing:
+        raise ValueError(f"{where}: fallbacks name no digit for {missing}")
+    for trait, value in fallbacks.items():
         lo, hi = ranges[trait]
         if not _is_int(value) or not lo <= value <= hi:
-            raise ValueError(f"fallback for {trait!r} is {value!r}, expected an integer in "
-                             f"[{lo}, {hi}]")
-        out[trait] = value
-    return out
+            raise ValueError(f"{where}: fallback for {trait!r} is {value!r}, expected an "
+                             f"integer in [{lo}, {hi}]")
+
+
+def _fallbacks(bank: dict, overrides: Mapping[str, int] | None) -> dict[str, int]:
+    """The bank's fallbacks (the training-mode digits) with ``overrides`` on top."""
+    traits, ranges = bank["traits"], bank["digit_ranges"]
+    overrides = dict(overrides or {})
+    _check_fallbacks("analyze", overrides, traits, ranges, every_trait=False)
+    out = {**bank.get("fallbacks", {}), **overrides}
+    missing = [t for t in traits if t not in out]
+    if missing:
+        raise ValueError(
+            f"the bank records no fallback digits (no 'fallbacks'; `launch.self_consistency "
+            f"run` writes them) and none were given for {missing}: pass fallbacks= (CLI "
+            "--fallbacks=trait=digit,...), e.g. the 'fallback_digits' of launch.score's "
+            "metrics JSON, so all-failed votes fall back as greedy scoring does")
+    return {t: out[t] for t in traits}
 
 
 def analyze(bank: dict, ms: Sequence[int] | None = None,
@@ -285,7 +311,8 @@ def analyze(bank: dict, ms: Sequence[int] | None = None,
 
     ``ms`` defaults to ``default_ms(M)`` with M the smallest sample count over essays; an m
     above M is an error. ``fallbacks`` maps trait -> digit used when all m samples of an
-    essay failed to parse for that trait (default: midpoint of the range, rounded down).
+    essay failed to parse for that trait, over the bank's own ``fallbacks`` (the
+    training-mode digits; a bank without them needs every trait here).
 
     Returns {"ms", "methods": {method: {"per_trait": {trait: [qwk per m]}, "overall":
     [mean of per-trait qwk per m]}}, "parse_failures": [null digits among the first m
@@ -348,8 +375,11 @@ def analyze(bank: dict, ms: Sequence[int] | None = None,
     if len(set(counts)) > 1:
         notes.append(f"Essays hold {min(counts)} to {max(counts)} samples; m is limited to "
                      f"the minimum, {max_m}.")
+    given = sorted(fallbacks or {})
     notes.append("Parse failures do not vote; all-failed (essay, trait) pairs get the "
-                 "fallback " + ", ".join(f"{t}={fb[t]}" for t in traits) + ".")
+                 "fallback " + ", ".join(f"{t}={fb[t]}" for t in traits)
+                 + (f" (given for {given}; otherwise the bank's)" if given else
+                    " (the bank's: training-mode digits, as in launch.score)") + ".")
     no_gold = [t for t in traits if num_gold[t] == 0]
     if no_gold:
         notes.append(f"No gold for {no_gold}: left out of overall.")

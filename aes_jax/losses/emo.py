@@ -6,8 +6,20 @@ cost embedding (the LM head rows). Moving mass from the gold token to a near-syn
 is then cheap and to an unrelated token expensive, which cross-entropy cannot express.
 
 Per position: E = unit-norm cost embedding rows, q = sum_j p_j E_j over the model's
-probabilities p with the gold probability zeroed in value (not in gradient), loss =
-1 - <E_gold, q / |q|>. Averaged over masked-in positions.
+probabilities p with the gold probability zeroed in value (not in gradient). Two forms,
+averaged over masked-in positions:
+
+* dot (``normalize=False``, the default; the public EMO code, DRSY/EMO):
+  loss = 1 - <E_gold, q> = 1 - sum_{j != gold} p_j cos(e_gold, e_j). Its gradient is
+  exactly that of the EMD to the gold token, sum_j p_j (1 - cos(e_gold, e_j)) (the two
+  differ in value by p(gold), a constant in gradient), so it pushes p(gold) up and
+  vanishes as p(gold) -> 1.
+* cosine (``normalize=True``): loss = 1 - cos(E_gold, q). With the gold token removed
+  from q, this is the cosine between the gold embedding and the *direction* of the
+  non-gold mass only, so its value does not depend on p(gold) at all (scaling the
+  non-gold probabilities leaves it unchanged), while its gradient grows instead of
+  vanishing as p(gold) -> 1: it keeps pushing a token that is already certain. Kept
+  for comparison (an earlier aes_jax default); not the public code's loss.
 """
 
 from __future__ import annotations
@@ -45,7 +57,7 @@ def _cost_embedding(lm_head: Array, vocab: int, dtype: jnp.dtype) -> Array:
 
 
 def _loss_from_mixture(q: Array, e_gold: Array, mask: Array, normalize: bool) -> Array:
-    if normalize:
+    if normalize:  # the cosine form (module docstring): blind to p(gold)
         q = _unit_rows(q)
     per_position = 1.0 - jnp.sum(e_gold * q, axis=-1)
     return masked_mean(per_position, mask, floor=COUNT_FLOOR)
@@ -59,12 +71,13 @@ def _drop_in_value(p: Array, is_gold: Array) -> Array:
 
 
 def emo_full(logits: Array, labels: Array, mask: Array, lm_head: Array,
-             *, normalize: bool = True) -> Array:
+             *, normalize: bool = False) -> Array:
     """EMO over the whole vocabulary. logits [B, T, V], labels/mask [B, T], lm_head [V, D].
 
-    The mixture is p @ E ([B, T, V] x [V, D]), never a [B, T, V, D] tensor.
-    `normalize=False` skips the L2 normalisation of q, which gives the original code's
-    form 1 - <E_gold, q> (its gradient is that of the exact EMD under the cosine cost).
+    The mixture is p @ E ([B, T, V] x [V, D]), never a [B, T, V, D] tensor. The default
+    is the public code's dot form 1 - <E_gold, q> (gradient of the exact EMD under the
+    cosine cost); `normalize=True` L2-normalises q first, the cosine form that ignores
+    p(gold) (module docstring).
     """
     dtype = loss_dtype(logits)
     vocab = logits.shape[-1]
@@ -79,13 +92,14 @@ def emo_full(logits: Array, labels: Array, mask: Array, lm_head: Array,
 
 
 def emo_topk(logits: Array, labels: Array, mask: Array, lm_head: Array, k: int = 64,
-             *, normalize: bool = True) -> Array:
+             *, normalize: bool = False) -> Array:
     """EMO restricted to the k most probable tokens of the full softmax (k clipped to V).
 
-    Probabilities are those of the full softmax, not renormalised over the top k (the
-    normalisation of q makes the scale irrelevant anyway). The gold token is zeroed in
-    value only when it is among the top k. Gathers E[top-k ids] -> [B, T, k, D], so
-    memory is k/V of a dense [B, T, V, D] mixture and compute skips the V-wide matmul.
+    Probabilities are those of the full softmax, not renormalised over the top k (in the
+    default dot form the mass outside the top k simply contributes nothing; the cosine
+    form, `normalize=True`, is scale-free anyway). The gold token is zeroed in value only
+    when it is among the top k. Gathers E[top-k ids] -> [B, T, k, D], so memory is k/V
+    of a dense [B, T, V, D] mixture and compute skips the V-wide matmul.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")

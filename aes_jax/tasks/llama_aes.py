@@ -6,8 +6,9 @@ Losses, per batch (masks come from `aes_jax.data.mtl_encoding.training_arrays`):
   NTL  over the score-digit tokens (`ntl_type`: "mse" expected value, "was" W1 distance),
   EMO  over the feedback tokens (only when `mtl` and the data carries feedback),
 combined by `weighting`: "static" (CE + ntl_weight*NTL + emo_weight*EMO), "dynamic"
-(0.5 * (CE + sg(CE / aux) * aux), aux = NTL + EMO; chosen by a negative emo_weight, as in
-the PyTorch CLI) or "uncertainty" (learned log-variances). Evaluation during training is
+(0.5 * (CE + sg(CE / aux) * aux), aux = the active NTL + EMO; chosen by a negative
+ntl_weight or emo_weight, as in the PyTorch CLI) or "uncertainty" (learned log-variances);
+which weights each accepts is in `llama_aes_options.py`. Evaluation during training is
 teacher-forced (one forward pass: the expected digit at each gold score position);
 free generation (greedy, expected-score, self-consistency) lives in `eval/llm_scoring.py`,
 driven by `tasks/llama_aes_scoring.py`.

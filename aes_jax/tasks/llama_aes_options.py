@@ -1,5 +1,19 @@
 """LLaMA-AES options, read from the config and validated once (the flags keep their names:
---config.ntl_weight, --config.emo_weight, --config.data.dir, ...)."""
+--config.ntl_weight, --config.emo_weight, --config.data.dir, ...).
+
+How `ntl_weight` / `emo_weight` combine with `weighting` (0 always switches a term off):
+
+* ``auto``: dynamic when either weight is negative (the PyTorch CLI's switch), else static.
+* ``static``: CE + ntl_weight * NTL + emo_weight * EMO; weights must be >= 0 (a negative
+  one would train the model to INCREASE that loss).
+* ``dynamic``: 0.5 * (CE + sg(CE / aux) * aux) with aux = the sum of the active terms.
+  The ratio rescales aux to CE's magnitude, so a weight only switches its term on: it
+  must be 0, 1 or -1, since any other magnitude would be silently ignored. The PyTorch
+  CLI's one mixed form (ntl_weight < 0 with emo_weight > 0: NTL balanced, EMO static) is
+  refused rather than read as both balanced.
+* ``uncertainty``: learned log-variances weigh the active terms, so a weight must be 0
+  or 1 (on).
+"""
 
 from __future__ import annotations
 
@@ -25,12 +39,12 @@ class LlamaAesOptions:
     seed: int = 0
     mtl: bool = True  # answer = scores + feedback; False = the score line only
     train_ratio: float = 1.0
-    ntl_weight: float = 1.0  # 0 = off
+    ntl_weight: float = 1.0  # 0 = off; negative = dynamic weighting (under auto)
     ntl_type: str = "mse"  # "mse" | "was"
-    emo_weight: float = -1.0  # 0 = off; negative = dynamic weighting
+    emo_weight: float = -1.0  # 0 = off; negative = dynamic weighting (under auto)
     emo_type: str = "topk"  # "topk" | "full"
     emo_topk: int = 64
-    emo_normalize: bool = True
+    emo_normalize: bool = False  # False: the public EMO code's dot form; see losses/emo.py
     weighting: str = "auto"
     max_new_tokens: int = 128  # decoding for launch.score / launch.self_consistency
 
@@ -41,11 +55,8 @@ class LlamaAesOptions:
             raise ValueError(f"config.ntl_type={self.ntl_type!r}: expected 'mse' or 'was'")
         if self.emo_type not in ("topk", "full"):
             raise ValueError(f"config.emo_type={self.emo_type!r}: expected 'topk' or 'full'")
-        if self.weighting in ("static", "uncertainty") and min(self.ntl_weight,
-                                                               self.emo_weight) < 0:
-            raise ValueError(f"config.weighting={self.weighting!r} with a negative weight "
-                             f"(ntl {self.ntl_weight}, emo {self.emo_weight}): a negative "
-                             "emo_weight means dynamic weighting; use weighting='auto'")
+        _check_weights(self.resolved_weighting, self.weighting, self.ntl_weight,
+                       self.emo_weight)
         if not 0.0 < self.train_ratio <= 1.0:
             raise ValueError(f"config.train_ratio={self.train_ratio}: expected (0, 1]")
 
@@ -61,9 +72,10 @@ class LlamaAesOptions:
 
     @property
     def resolved_weighting(self) -> str:
+        """The weighting in force: `auto` is dynamic when either weight is negative."""
         if self.weighting != "auto":
             return self.weighting
-        return "dynamic" if self.emo_weight < 0 else "static"
+        return "dynamic" if min(self.ntl_weight, self.emo_weight) < 0 else "static"
 
     @property
     def active_terms(self) -> tuple[str, ...]:
@@ -74,3 +86,26 @@ class LlamaAesOptions:
         if self.mtl and self.emo_weight != 0:
             active.append("emo")
         return tuple(active)
+
+
+def _check_weights(resolved: str, asked: str, ntl: float, emo: float) -> None:
+    """Refuses weights the chosen weighting would misread (see the module docstring)."""
+    where = (f"config.ntl_weight={ntl:g}, config.emo_weight={emo:g} with "
+             f"weighting={asked!r}" + (f" (= {resolved})" if asked != resolved else ""))
+    if resolved == "static" and min(ntl, emo) < 0:
+        raise ValueError(f"{where}: a negative weight would train the model to increase "
+                         "that loss; a negative weight means dynamic weighting, so use "
+                         "weighting='auto' or 'dynamic' (or a weight >= 0)")
+    if resolved == "uncertainty" and not {ntl, emo} <= {0.0, 1.0}:
+        raise ValueError(f"{where}: uncertainty weighting learns each term's weight, so a "
+                         "weight only switches its term on (1) or off (0)")
+    if resolved == "dynamic":
+        if not {abs(ntl), abs(emo)} <= {0.0, 1.0}:
+            raise ValueError(f"{where}: dynamic weighting rescales NTL + EMO to CE's "
+                             "magnitude, so a weight only switches its term on (1 or -1) "
+                             "or off (0); other magnitudes would be ignored")
+        if ntl < 0 < emo:
+            raise ValueError(f"{where}: in the PyTorch CLI this means NTL balanced "
+                             "dynamically plus EMO with a static weight, which aes_jax does "
+                             "not implement; use emo_weight=-1 (both balanced) or 0 (no "
+                             "EMO), or weighting='static' with positive weights")
