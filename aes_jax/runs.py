@@ -42,7 +42,8 @@ def load_run(run_dir: str | Path, overrides: Mapping[str, Any] | None = None
     return config, tasks.build(config, run_dir)
 
 
-def restore_params(run_dir: str | Path, config: Any, task: Task, step: int | None = None,
+def restore_params(run_dir: str | Path, config: Any, task: Task,
+                   step: int | str | None = None,
                    use_ema: bool = False) -> tuple[int, Any, Any]:
     """(step, trainable, frozen): trainable from the checkpoint (or its EMA), the frozen
     part (e.g. a LoRA base) rebuilt exactly as the run built it."""
@@ -53,11 +54,12 @@ def restore_params(run_dir: str | Path, config: Any, task: Task, step: int | Non
     return step, (state["ema"] if use_ema else state["trainable"]), frozen
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", step: int | None = None,
+def evaluate_run(run_dir: str | Path, split: str = "test", step: int | str | None = None,
                  use_ema: bool = False, out_dir: str | Path | None = None) -> dict[str, Any]:
     """metrics_<split>.json and the learning curve for every task, under RUN/eval/ (or
     `out_dir`), plus what an `EvalArtifactWriter` task adds (TRM: predictions CSV and
-    confusion matrices)."""
+    confusion matrices). Returns the metrics with `files`: the paths written. `step` as
+    `read_state_numpy` takes it (default: the best checkpoint, else the last)."""
     run_dir = Path(run_dir)
     config, task = load_run(run_dir, {"data.eval_split": split})
     step, trainable, frozen = restore_params(run_dir, config, task, step, use_ema)
@@ -68,11 +70,16 @@ def evaluate_run(run_dir: str | Path, split: str = "test", step: int | None = No
               **task.summarize(outputs)}
     out = Path(out_dir) if out_dir else run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    files = [out / f"metrics_{split}.json"]
+    files[0].write_text(json.dumps(result, indent=2) + "\n")
     if isinstance(task, EvalArtifactWriter):
-        task.write_eval_artifacts(outputs, out, split=split, step=step)
+        files += task.write_eval_artifacts(outputs, out, split=split, step=step)
     if (run_dir / "metrics.jsonl").is_file():
+        # The split the loop evaluated on while training, not this evaluation's `split`.
+        eval_split = load_config(run_dir).get("data", {}).get("eval_split", "dev")
         plots.learning_curve_png(run_dir / "metrics.jsonl", out / "learning_curve.png",
                                  keys=("loss", "mse", "mse_last_step", "eval_loss"),
-                                 extra_keys=("eval_mean_qwk",))
-    return result
+                                 extra_keys=("eval_mean_qwk",),
+                                 labels={"eval_mean_qwk": f"{eval_split} mean QWK"})
+        files.append(out / "learning_curve.png")
+    return {**result, "files": [str(f) for f in files]}

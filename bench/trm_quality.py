@@ -21,18 +21,31 @@ mean QWK (ties: lower dev mean RMSE, then the earlier step) is evaluated on test
 checkpoint's test score is reported too, as a row of its own, for reference only.
 One TRM model is trained on all the selected prompts together (normalised targets).
 
-Baselines, fitted per prompt on train, hyper-parameter chosen on dev by mean QWK (ties:
-lower dev RMSE), scored on test:
-  constant   the train mean score, rounded (QWK is 0 by construction)
-  length     ridge regression on the word count (alpha on dev)
-  tfidf      ridge on TF-IDF word 1-2 grams (sublinear tf, min_df 2, fitted on train)
-             + standardised length features (log words, chars, sentences, distinct
-             words; mean word length), alpha on dev
+Baselines (bench/trm_baselines.py), fitted per prompt on train, hyper-parameter chosen on
+dev by mean QWK (ties: lower dev RMSE), scored on test:
+  constant      the train mean score, rounded (QWK is 0 by construction)
+  length        ridge regression on the word count (alpha on dev)
+  tfidf         ridge on TF-IDF word 1-2 grams (sublinear tf, min_df 2, fitted on train),
+                alpha on dev
+  tfidf+length  the same TF-IDF features + standardised length features (log words,
+                chars, sentences, distinct words; mean word length), alpha on dev
+(JSON files written before tfidf-only existed call tfidf+length "tfidf"; --from_json
+refits the baselines, so its tables use the names above.)
 
 QWK is per prompt on the prompt's own range (predictions rounded half up and clipped),
 RMSE on the raw predictions on the score scale, both from aes_jax.eval.metrics; "mean" is
-the plain mean over prompts. Writes WORKDIR/TAG.json and WORKDIR/TAG.png (test QWK and
-RMSE per prompt and method). This is a benchmark, not a test.
+the plain mean over prompts. The tables, the bootstrap and the chart are in
+bench/trm_quality_report.py. After the method table comes the comparison table: one row
+per prompt with the TRM's test QWK (best-on-dev and last checkpoint) beside every
+baseline's, the margin TRM - best baseline (best = highest test QWK, the hardest one to
+beat) with its 95% paired bootstrap interval, and a verdict that says where the TRM loses.
+Writes WORKDIR/TAG.json (every number, the comparison included) and WORKDIR/TAG.png (test
+QWK and RMSE per prompt and method). This is a benchmark, not a test.
+
+    python -m bench.trm_quality --from_json=A.json,B.json,...
+
+re-prints the comparison for saved runs (their prompts together, baselines refitted from
+the data, the TRM's saved test predictions re-read for the intervals); nothing is trained.
 """
 
 from __future__ import annotations
@@ -52,7 +65,11 @@ import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 
-from bench.llama_forward import load_average, log, print_aligned, write_json
+from bench.llama_forward import load_average, log, write_json
+from bench.trm_baselines import METHOD_LABELS, SPLITS, check_refit, run_baselines
+from bench.trm_quality_report import (bar_chart, baseline_qwks, comparison, paired_bootstrap,
+                                      print_comparison, print_table, read_predictions_csv,
+                                      table, trm_by_prompt)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,12 +97,8 @@ RESUME = flags.DEFINE_bool("resume", False, "Resume runs/TAG if it has checkpoin
 SKIP_TRM = flags.DEFINE_bool("skip_trm", False, "Baselines only.")
 BOOTSTRAP = flags.DEFINE_integer("bootstrap", 2000, "Paired bootstrap resamples of the test "
                                  "essays for TRM - baseline QWK differences (0: off).")
-
-SPLITS = ("train", "dev", "test")
-LENGTH_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 7))
-TFIDF_ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-METHOD_LABELS = {"constant": "constant (train mean)", "length": "ridge(word count)",
-                 "tfidf": "ridge(tfidf 1-2g + length)"}
+FROM_JSON = flags.DEFINE_list("from_json", [], "Saved TAG.json files: print the comparison "
+                              "table of their prompts together and exit (no training).")
 
 # ----------------------------------------------------------------------------- data
 
@@ -130,147 +143,6 @@ def read_essays(files: list[Path], prompts: list[int]) -> dict[str, list]:
             out[e.split].append(e)
     return out
 
-
-# ----------------------------------------------------------------------------- baselines
-
-_SENT = re.compile(r"[.!?]+(?:\s|$)")
-
-
-def length_features(texts: list[str]) -> np.ndarray:
-    rows = []
-    for t in texts:
-        words = t.split()
-        n = max(len(words), 1)
-        rows.append([np.log1p(len(words)), np.log1p(len(t)), np.log1p(len(_SENT.findall(t)) + 1),
-                     np.log1p(len({w.lower() for w in words})),
-                     sum(len(w) for w in words) / n])
-    return np.asarray(rows, np.float64)
-
-
-def word_counts(texts: list[str]) -> np.ndarray:
-    return np.asarray([[len(t.split())] for t in texts], np.float64)
-
-
-def _score(gold: np.ndarray, raw: np.ndarray, prompt: int) -> dict[str, float]:
-    from aes_jax.data import asap
-    from aes_jax.eval import metrics
-
-    lo, hi = asap.score_range(prompt)
-    return metrics.per_prompt_report(np.full(len(gold), prompt), gold, raw,
-                                     {prompt: (lo, hi)})["per_prompt"][prompt]
-
-
-def fit_select(make_xy, alphas, y_train, y_dev, y_test, prompt):
-    """Ridge for each alpha on train; the alpha with the best dev QWK (then lower dev RMSE)
-    predicts test. make_xy() -> (X_train, X_dev, X_test)."""
-    from sklearn.linear_model import Ridge
-
-    x_tr, x_dev, x_te = make_xy()
-    best = None
-    for alpha in alphas:
-        model = Ridge(alpha=alpha).fit(x_tr, y_train)
-        dev = _score(y_dev, model.predict(x_dev), prompt)
-        key = (dev["qwk"], -dev["rmse"])
-        if best is None or key > best[0]:
-            best = (key, alpha, model, dev)
-    _, alpha, model, dev = best
-    test_raw = model.predict(x_te)
-    return {"alpha": alpha, "dev": dev, "test": _score(y_test, test_raw, prompt)}, test_raw
-
-
-def run_baselines(essays: dict[str, list], prompts: list[int]
-                  ) -> tuple[dict[str, Any], dict[str, dict[int, dict[int, float]]]]:
-    """(report, test predictions {method: {prompt: {essay_id: raw prediction}}})."""
-    from scipy import sparse
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.preprocessing import StandardScaler
-
-    out: dict[str, Any] = {m: {"per_prompt": {}} for m in METHOD_LABELS}
-    preds: dict[str, dict[int, dict[int, float]]] = {m: {} for m in METHOD_LABELS}
-    for p in prompts:
-        by = {s: [e for e in essays[s] if e.prompt == p] for s in SPLITS}
-        text = {s: [e.text for e in by[s]] for s in SPLITS}
-        y = {s: np.asarray([e.score for e in by[s]], np.int64) for s in SPLITS}
-        ids = [e.essay_id for e in by["test"]]
-
-        const = float(np.floor(y["train"].mean() + 0.5))
-        out["constant"]["per_prompt"][p] = {
-            "value": const, "train_mean": float(y["train"].mean()),
-            "dev": _score(y["dev"], np.full(len(y["dev"]), const), p),
-            "test": _score(y["test"], np.full(len(y["test"]), const), p)}
-        preds["constant"][p] = dict.fromkeys(ids, const)
-
-        def length_xy():
-            scaler = StandardScaler().fit(word_counts(text["train"]))
-            return tuple(scaler.transform(word_counts(text[s])) for s in SPLITS)
-
-        out["length"]["per_prompt"][p], raw = fit_select(length_xy, LENGTH_ALPHAS, y["train"],
-                                                         y["dev"], y["test"], p)
-        preds["length"][p] = dict(zip(ids, raw.tolist()))
-
-        def tfidf_xy():
-            vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
-                                  lowercase=True).fit(text["train"])
-            scaler = StandardScaler().fit(length_features(text["train"]))
-            return tuple(sparse.hstack([vec.transform(text[s]), sparse.csr_matrix(
-                scaler.transform(length_features(text[s])))]).tocsr() for s in SPLITS)
-
-        out["tfidf"]["per_prompt"][p], raw = fit_select(tfidf_xy, TFIDF_ALPHAS, y["train"],
-                                                        y["dev"], y["test"], p)
-        preds["tfidf"][p] = dict(zip(ids, raw.tolist()))
-        out["tfidf"]["per_prompt"][p]["ngram_range"] = [1, 2]
-        for m in METHOD_LABELS:
-            r = out[m]["per_prompt"][p]
-            log(f"baseline {m:8s} p{p}: dev QWK {r['dev']['qwk']:.4f}, test QWK "
-                f"{r['test']['qwk']:.4f}, test RMSE {r['test']['rmse']:.4f}"
-                + (f" (alpha {r['alpha']:g})" if "alpha" in r else ""))
-    for m in METHOD_LABELS:
-        pp = out[m]["per_prompt"]
-        out[m]["test_mean_qwk"] = float(np.mean([pp[p]["test"]["qwk"] for p in prompts]))
-        out[m]["test_mean_rmse"] = float(np.mean([pp[p]["test"]["rmse"] for p in prompts]))
-        out[m]["dev_mean_qwk"] = float(np.mean([pp[p]["dev"]["qwk"] for p in prompts]))
-        out[m]["n_test"] = {p: pp[p]["test"]["n"] for p in prompts}
-    return out, preds
-
-
-def read_predictions_csv(path: Path) -> dict[int, dict[int, tuple[int, float]]]:
-    """evaluate_run's predictions CSV -> {prompt: {essay_id: (gold, predicted_raw)}}."""
-    import csv
-
-    out: dict[int, dict[int, tuple[int, float]]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            out.setdefault(int(row["prompt"]), {})[int(row["essay_id"])] = (
-                int(row["gold"]), float(row["predicted_raw"]))
-    return out
-
-
-def paired_bootstrap(trm: dict[int, dict[int, tuple[int, float]]],
-                     base: dict[int, dict[int, float]], prompts: list[int], resamples: int,
-                     seed: int = 0) -> dict[str, Any]:
-    """Test mean QWK(TRM) - QWK(baseline) with a 95% interval from resampling each
-    prompt's test essays with replacement (the same essays for both sides)."""
-    from aes_jax.data import asap
-    from aes_jax.eval import metrics
-
-    rng = np.random.default_rng(seed)
-    observed, diffs = 0.0, np.zeros(resamples)
-    for p in prompts:
-        if set(trm[p]) != set(base[p]):
-            raise AssertionError(f"prompt {p}: the TRM and baseline test essays differ")
-        ids = sorted(trm[p])
-        lo, hi = asap.score_range(p)
-        gold = np.asarray([trm[p][i][0] for i in ids])
-        a = metrics.round_and_clip([trm[p][i][1] for i in ids], lo, hi)
-        b = metrics.round_and_clip([base[p][i] for i in ids], lo, hi)
-        observed += (metrics.qwk(gold, a, lo, hi) - metrics.qwk(gold, b, lo, hi)) / len(prompts)
-        for k in range(resamples):
-            idx = rng.integers(0, len(ids), len(ids))
-            diffs[k] += (metrics.qwk(gold[idx], a[idx], lo, hi)
-                         - metrics.qwk(gold[idx], b[idx], lo, hi)) / len(prompts)
-    return {"observed": observed, "ci95": [float(np.percentile(diffs, 2.5)),
-                                           float(np.percentile(diffs, 97.5))],
-            "share_not_better": float(np.mean(diffs <= 0)), "resamples": resamples}
 
 
 # ----------------------------------------------------------------------------- TRM
@@ -448,82 +320,6 @@ def run_trm(dataset_dir: Path, run_dir: Path, prompts: list[int]) -> dict[str, A
             "loop_dev_qwk": loop_dev, "loop_vs_evaluate_run_mismatch": mismatch}
 
 
-# ----------------------------------------------------------------------------- output
-
-
-def table(prompts: list[int], baselines: dict, trm: dict | None,
-          baseline_s: float) -> list[dict[str, Any]]:
-    rows = []
-    for m, label in METHOD_LABELS.items():
-        b = baselines[m]
-        rows.append({"method": label, "key": m,
-                     "qwk": {p: b["per_prompt"][p]["test"]["qwk"] for p in prompts},
-                     "rmse": {p: b["per_prompt"][p]["test"]["rmse"] for p in prompts},
-                     "mean_qwk": b["test_mean_qwk"], "mean_rmse": b["test_mean_rmse"],
-                     "dev_mean_qwk": b["dev_mean_qwk"], "wall_s": None})
-    rows[-1]["wall_s"] = baseline_s  # all three baselines together
-    if trm is not None:
-        for key, res, label in (("trm_best", trm["test_best"], f"TRM (best dev, step "
-                                 f"{trm['best_step']})"),
-                                ("trm_last", trm["test_last"], f"TRM (last, step "
-                                 f"{trm['checkpoints'][-1]}; reference)")):
-            if key == "trm_last" and trm["best_step"] == trm["checkpoints"][-1]:
-                continue  # the same checkpoint as the row above
-            rows.append({"method": label, "key": key,
-                         "qwk": {p: res["per_prompt"][p]["qwk"] for p in prompts},
-                         "rmse": {p: res["per_prompt"][p]["rmse"] for p in prompts},
-                         "mean_qwk": res["mean_qwk"], "mean_rmse": res["mean_rmse"],
-                         "dev_mean_qwk": trm["dev"][res["step"]]["mean_qwk"],
-                         "wall_s": trm["wall_s"] if key == "trm_best" else None})
-    return rows
-
-
-def print_table(rows: list[dict[str, Any]], prompts: list[int]) -> None:
-    multi = len(prompts) > 1
-    cols = (["method"] + [f"QWK p{p}" for p in prompts] + (["mean QWK"] if multi else [])
-            + [f"RMSE p{p}" for p in prompts] + (["mean RMSE"] if multi else [])
-            + ["dev QWK", "wall s"])
-    lines = [cols]
-    for r in rows:
-        lines.append([r["method"]] + [f"{r['qwk'][p]:.4f}" for p in prompts]
-                     + ([f"{r['mean_qwk']:.4f}"] if multi else [])
-                     + [f"{r['rmse'][p]:.4f}" for p in prompts]
-                     + ([f"{r['mean_rmse']:.4f}"] if multi else [])
-                     + [f"{r['dev_mean_qwk']:.4f}",
-                        "" if r["wall_s"] is None else f"{r['wall_s']:.0f}"])
-    print_aligned(lines)
-
-
-def bar_chart(rows: list[dict[str, Any]], prompts: list[int], title: str, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    groups = [f"p{p}" for p in prompts] + (["mean"] if len(prompts) > 1 else [])
-    fig = Figure(figsize=(max(7.0, 1.6 * len(groups) * len(rows) / 2), 4.2), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    width = 0.8 / len(rows)
-    x = np.arange(len(groups))
-    for ax, metric in zip(axes, ("qwk", "rmse")):
-        for k, r in enumerate(rows):
-            vals = [r[metric][p] for p in prompts] + (
-                [r[f"mean_{metric}"]] if len(prompts) > 1 else [])
-            bars = ax.bar(x + (k - (len(rows) - 1) / 2) * width, vals, width, label=r["method"])
-            for b, v in zip(bars, vals):
-                ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v), ha="center",
-                            va="bottom", fontsize=6)
-        ax.set_xticks(x, groups)
-        what = "QWK (higher is better)" if metric == "qwk" else "RMSE (lower is better)"
-        ax.set_title(f"test {what}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(rows)), fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.05 + 0.05 * ((len(rows) + 2) // 3), 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-
-
 def default_tag(prompts: list[int], config) -> str:
     tag = f"p{''.join(map(str, prompts))}_{VARIANT.value}_s{config.total_steps}"
     for item in SET.value:
@@ -531,6 +327,41 @@ def default_tag(prompts: list[int], config) -> str:
         if key.strip() != "total_steps":
             tag += f"_{key.strip().split('.')[-1]}{value.strip()}"
     return re.sub(r"[^A-Za-z0-9_.+-]", "", tag)
+
+
+def reprint(paths: list[str]) -> None:
+    """--from_json: the comparison table of saved runs, their prompts together."""
+    prompts: list[int] = []
+    trm: dict[int, dict[str, Any]] = {}
+    trm_preds: dict[int, dict[int, tuple[int, float]]] | None = {}
+    base_qwk: dict[str, dict[int, float]] = {m: {} for m in METHOD_LABELS}
+    base_preds: dict[str, dict[int, dict[int, float]]] = {m: {} for m in METHOD_LABELS}
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        ps = [int(p) for p in payload["prompts"]]
+        if set(ps) & set(prompts) or payload["trm"] is None:
+            raise app.UsageError(f"{path}: prompts {ps} were in an earlier file, or no TRM run")
+        files = (data_files(Path(payload["data_dir"]), ps)
+                 or data_files(Path(DATA_DIR.value).resolve(), ps))
+        if files is None:
+            raise app.UsageError(f"{path}: the essays of prompts {ps} are in neither "
+                                 f"{payload['data_dir']} nor --data_dir")
+        baselines, preds = run_baselines(read_essays(files, ps), ps)
+        check_refit(payload["baselines"], baselines, ps, path)
+        trm.update(trm_by_prompt(payload["trm"]))
+        csv_path = Path(payload["trm"]["test_predictions_csv"])
+        if trm_preds is not None and csv_path.is_file():
+            trm_preds.update(read_predictions_csv(csv_path))
+        elif trm_preds is not None:
+            log(f"{path}: {csv_path} is gone, so no bootstrap intervals")
+            trm_preds = None
+        for m in METHOD_LABELS:
+            base_qwk[m].update(baseline_qwks(baselines, ps)[m])
+            base_preds[m].update(preds[m])
+        prompts += ps
+        log(f"{path}: prompts {ps}, TRM {payload['config_variant']} config, tag {payload['tag']}")
+    print_comparison(comparison(sorted(prompts), trm, base_qwk, trm_preds, base_preds,
+                                BOOTSTRAP.value), BOOTSTRAP.value)
 
 
 # ----------------------------------------------------------------------------- main
@@ -541,6 +372,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
+    if FROM_JSON.value:
+        return reprint(FROM_JSON.value)
     try:
         prompts = sorted({int(p) for p in PROMPTS.value})
     except ValueError:
@@ -588,23 +421,30 @@ def main(argv: list[str]) -> None:
     print(f"ASAP prompt(s) {prompts}, test split ({sum(manifest['counts']['test'].values())} "
           f"essays); TRM {VARIANT.value} config, tag {tag}")
     print_table(rows, prompts)
-    verdict = None
+    verdict, compared = None, None
     if trm is not None:
-        trm_q, len_q = trm["test_best"]["mean_qwk"], baselines["length"]["test_mean_qwk"]
+        trm_preds = (read_predictions_csv(Path(trm["test_predictions_csv"]))
+                     if BOOTSTRAP.value else None)
+        compared = comparison(prompts, trm_by_prompt(trm), baseline_qwks(baselines, prompts),
+                              trm_preds, baseline_preds, BOOTSTRAP.value)
+        print_comparison(compared, BOOTSTRAP.value)
+        overall = compared[-1]  # the mean row, or the one prompt's
+        best = overall["best_baseline"]
         in_time = trm["wall_s"] < 30 * 60
-        verdict = (f"TRM {'BEATS' if trm_q > len_q else 'does NOT beat'} the length baseline "
-                   f"on test mean QWK ({trm_q:.4f} vs {len_q:.4f}; tf-idf "
-                   f"{baselines['tfidf']['test_mean_qwk']:.4f}) in {trm['wall_s'] / 60:.1f} min "
+        verdict = (f"TRM {'BEATS' if overall['margin'] > 0 else 'does NOT beat'} the best "
+                   f"baseline ({best}) on test mean QWK ({overall['trm_best']:.4f} vs "
+                   f"{overall['baselines'][best]:.4f}; "
+                   + ", ".join(f"{m} {q:.4f}" for m, q in overall["baselines"].items())
+                   + f") in {trm['wall_s'] / 60:.1f} min "
                    f"of training + dev selection + test evaluation "
                    f"({'within' if in_time else 'OVER'} "
                    "the 30-minute CPU budget)" + (f"; NOTE: resumed at step {trm['resumed_at']}, "
                                                   "so the time is this process's only"
                                                   if trm["resumed_at"] else ""))
         print(verdict, flush=True)
-        if BOOTSTRAP.value:
-            trm_preds = read_predictions_csv(Path(trm["test_predictions_csv"]))
+        if trm_preds is not None:
             trm["bootstrap_vs"] = {}
-            for m in ("length", "tfidf"):
+            for m in ("length", "tfidf", "tfidf+length"):
                 bs = paired_bootstrap(trm_preds, baseline_preds[m], prompts, BOOTSTRAP.value)
                 trm["bootstrap_vs"][m] = bs
                 print(f"  test mean QWK, TRM - {m}: {bs['observed']:+.4f}, 95% paired bootstrap "
@@ -622,7 +462,8 @@ def main(argv: list[str]) -> None:
                     "max_tokens": manifest["max_tokens"],
                     "truncated": manifest["overlength"]["truncated"],
                     "skipped": manifest["skipped"], "layout": manifest["tokenizer"]["layout"]},
-        "rows": rows, "baselines": baselines, "trm": trm, "verdict": verdict,
+        "rows": rows, "baselines": baselines, "trm": trm, "comparison": compared,
+        "verdict": verdict,
         "baseline_s": baseline_s, "total_s": total_s, "argv": sys.argv,
         "host": {"jax": jax.__version__, "jax_platform": jax.devices()[0].platform,
                  "cpu_count": os.cpu_count(), "loadavg_at_start": load_start,

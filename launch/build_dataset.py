@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from absl import app, flags
+
+from launch import cli
 
 INPUT = flags.DEFINE_string("input", None, "ASAP TSV file(s), comma-separated; a directory "
                             "stands for every *.tsv below it. Official training_set_rel3.tsv "
@@ -67,8 +68,11 @@ PROMPT_TEXTS = flags.DEFINE_string("prompt_texts", None, "JSON file {prompt: tex
                                    "prompts are encoded as [CLS] prompt [SEP] essay [SEP].")
 STRICT = flags.DEFINE_bool("strict", False, "Stop at the first bad row (naming file and line) "
                            "instead of skipping and counting it.")
-ENCODING = flags.DEFINE_string("encoding", "utf-8", "Text encoding of the inputs; undecodable "
-                               "bytes become U+FFFD and are counted.")
+ENCODING = flags.DEFINE_string("encoding", "auto", "Text encoding of the inputs. 'auto': UTF-8, "
+                               "and the bytes that are not valid UTF-8 as cp1252 (the Kaggle "
+                               "ASAP file mixes both); lines decoded each way are counted. A "
+                               "codec name (utf-8, cp1252, ...) reads every line with it. "
+                               "Undecodable bytes become U+FFFD and are counted.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
 FORMAT = flags.DEFINE_enum("format", "trm", ["trm", "mtl"], "trm: tokenised ArrayRecord "
                            "dataset for TRM-AES; mtl: instruction JSONL for the LLaMA-AES "
@@ -123,8 +127,7 @@ def _summary(manifest: dict) -> str:
         lines.append(f"    {example}")
     for note, n in manifest["notes"].items():
         lines.append(f"  note: {note}: {n}")
-    if manifest["replacement_chars"]:
-        lines.append(f"  undecodable bytes replaced by U+FFFD: {manifest['replacement_chars']}")
+    lines += _decoding_lines(manifest)
     over = manifest["overlength"]
     total_over = sum(n for d in over["over_limit"].values() for n in d.values())
     done = {"truncate": "truncated", "drop": "dropped"}[over["policy"]]
@@ -139,17 +142,12 @@ def _summary(manifest: dict) -> str:
 def main(argv):
     del argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        if FORMAT.value == "mtl":
-            run_mtl()
-        else:
-            _reject_flags(_MTL_ONLY, "--format=mtl")
-            run()
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        # Bad input or options: the message names the file/line or flag; a traceback
-        # would only bury it. (AsapFormatError is a ValueError.)
-        print(f"build_dataset: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    # Bad input or options end in one line naming the file/line or flag (launch/cli.py).
+    if FORMAT.value == "mtl":
+        run_mtl()
+    else:
+        _reject_flags(_MTL_ONLY, "--format=mtl")
+        run()
 
 
 def run() -> None:
@@ -229,8 +227,24 @@ def _mtl_summary(manifest: dict, output_dir: str) -> str:
         lines.append(f"    {example}")
     for note, n in manifest.get("notes", {}).items():
         lines.append(f"  note: {note}: {n}")
+    lines += _decoding_lines(manifest)
     return "\n".join(lines)
 
 
+def _decoding_lines(manifest: dict) -> list[str]:
+    """How the kept essays' lines were decoded, and the bytes lost (kept vs whole files)."""
+    decoding = manifest.get("decoding")
+    if not decoding:
+        return []
+    out = ["  lines decoded (essays kept): " + ", ".join(
+        f"{codec} {n}" for codec, n in decoding["lines"].items())]
+    whole = sum(s.get("replacement_chars", 0) for s in manifest.get("sources", []))
+    if decoding["replacement_chars"] or whole:
+        out.append(f"  undecodable bytes replaced by U+FFFD: {decoding['replacement_chars']} "
+                   f"in {decoding['lines_with_replacement']} lines of the essays kept "
+                   f"({whole} in the whole input files)")
+    return out
+
+
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -3,9 +3,10 @@
     python -m launch.convert --hf=PATH --out=DIR [--param_dtype=float32]
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from aes_jax.interop import hf, orbax_ckpt
+from launch import cli
 
 FLAGS = flags.DEFINE_string("hf", None, "HF model directory or .gguf file.", required=True)
 OUT = flags.DEFINE_string("out", None, "Output checkpoint directory (must not hold one).",
@@ -24,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -3,16 +3,18 @@
     # a model converted with launch.convert -> HF dir
     python -m launch.export --ckpt=CKPT_DIR --out=HF_DIR [--max_shard_gb=5]
     # a training run -> what its task exports (LoRA: PEFT adapter + merged model)
-    python -m launch.export --run=WORKDIR [--step=N] [--ema] --out=OUT_DIR
+    python -m launch.export --run=WORKDIR [--step=best|last|N] [--ema] --out=OUT_DIR
 """
 
 from pathlib import Path
 
 from absl import app, flags
 
+from launch import cli
+
 CKPT = flags.DEFINE_string("ckpt", None, "Checkpoint directory written by launch.convert.")
 RUN = flags.DEFINE_string("run", None, "Training run directory (has config.json, checkpoints/).")
-STEP = flags.DEFINE_integer("step", None, "With --run: which checkpoint; default the latest.")
+STEP = cli.define_step_flag()
 EMA = flags.DEFINE_bool("ema", False, "With --run: export the EMA params instead of the live ones.")
 OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 MAX_SHARD_GB = flags.DEFINE_float("max_shard_gb", 5.0, "Shard safetensors above this size.")
@@ -26,15 +28,16 @@ def export_converted(ckpt: str, out: str) -> list[Path]:
                           max_shard_bytes=int(MAX_SHARD_GB.value * 1024**3))]
 
 
-def export_run(run: str, out: str, step: int | None, use_ema: bool) -> list[Path]:
+def export_run(run: str, out: str, step: str, use_ema: bool) -> list[Path]:
     from aes_jax.runs import load_run, restore_params
     from aes_jax.tasks.capabilities import Exporter
 
     config, task = load_run(run)
     if not isinstance(task, Exporter):
         raise app.UsageError(f"{run}: task {config.task!r} has no export")
-    step, trainable, frozen = restore_params(run, config, task, step, use_ema)
-    print(f"exporting {run} step {step}")
+    step, trainable, frozen = restore_params(run, config, task, cli.chosen_step(run, step),
+                                             use_ema)
+    print(f"exporting {run} step {step}{' (EMA)' if use_ema else ''}")
     return task.export(trainable, frozen, out)
 
 
@@ -49,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,11 +10,12 @@ import json
 
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from aes_jax.interop import assets, hf
 from aes_jax.interop.torch_ref import llama as torch_llama
 from aes_jax.models.llama import Llama
+from launch import cli
 
 HF_DIR = flags.DEFINE_string("hf_dir", None, "HF model directory; default the packaged SmolLM2.")
 DEVICE = flags.DEFINE_string("device", "cpu", "torch device for the reference: cpu, cuda, mps.")
@@ -51,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

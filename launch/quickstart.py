@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import jax
-from absl import app, flags, logging
+from absl import flags
 
 from aes_jax.eval import generate as gen
 from aes_jax.interop import assets, hf, orbax_ckpt
+from launch import cli
 from launch.parity import PROMPT, chat_ids, run_parity
 
 WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Where outputs go (overwritten).")
@@ -27,9 +28,6 @@ MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate.")
 def main(argv):
     del argv
     from transformers import AutoTokenizer
-
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
 
     workdir = Path(WORKDIR.value)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -62,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

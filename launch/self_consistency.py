@@ -2,7 +2,7 @@
 
     python -m launch.self_consistency run --run=WORKDIR [--split=test] [--num_samples=16]
         [--temperature=1.0] [--top_k=0] [--top_p=1.0] [--max_new_tokens=64]
-        [--batch_size=64] [--seed=0] [--limit=0] [--bank=PATH]
+        [--batch_size=64] [--seed=0] [--limit=0] [--bank=PATH] [--step=best|last|N]
     python -m launch.self_consistency analyze --bank=PATH [--ms=1,4,16]
         [--methods=majority,average] [--out_dir=DIR] [--fallbacks=content=3,language=4]
 
@@ -17,7 +17,9 @@ fallback `launch.score` uses too); --fallbacks overrides it per trait.
 
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from launch import cli
 
 SUBCOMMANDS = ("analyze", "run")
 
@@ -50,6 +52,7 @@ BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "run: sequences per generati
                                   "(essays per batch = batch_size // num_samples, at least 1).",
                                   lower_bound=1)
 SEED = flags.DEFINE_integer("seed", 0, "run: sampling seed.")
+STEP = cli.define_step_flag()
 LIMIT = flags.DEFINE_integer("limit", 0, "run: sample only the first N essays; 0 = all.",
                              lower_bound=0)
 
@@ -110,7 +113,8 @@ def analyze_bank() -> None:
 
 
 def run_sampling() -> Path:
-    """Samples --num_samples answers per essay of --split with the run's latest checkpoint."""
+    """Samples --num_samples answers per essay of --split with the checkpoint --step names
+    (default the run's best, else its last)."""
     import jax
 
     from aes_jax.eval import llm_scoring
@@ -128,7 +132,8 @@ def run_sampling() -> Path:
     if not isinstance(task, GenerativeScorer):
         raise app.UsageError(f"run: {RUN_DIR.value} is a {config.task!r} run; self-consistency "
                              "needs a generative scorer (llama_aes)")
-    step, trainable, frozen = restore_params(RUN_DIR.value, config, task)
+    step, trainable, frozen = restore_params(RUN_DIR.value, config, task,
+                                             cli.chosen_step(RUN_DIR.value, STEP.value))
     inputs = task.split_essays(SPLIT.value, limit=LIMIT.value)
     fmt = task.score_format()
     sampling = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS.value,
@@ -148,8 +153,6 @@ def main(argv):
     if len(argv) != 2 or argv[1] not in SUBCOMMANDS:
         raise app.UsageError(f"give one subcommand, one of {list(SUBCOMMANDS)}; got "
                              f"{argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
     if argv[1] == "analyze":
         analyze_bank()
     else:
@@ -158,4 +161,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

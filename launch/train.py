@@ -1,24 +1,36 @@
 """Train any task from a Python config file.
 
     python -m launch.train --config=configs/lm_lora.py:tiny --workdir=runs/tiny \\
-        [--config.total_steps=50 --config.mesh.fsdp=2 ...] \\
+        [--config.total_steps=50 --config.mesh.fsdp=2 ...] [--allow_changes=total_steps] \\
         [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
 
-The resolved config is written to WORKDIR/config.json before training starts. A run
-whose WORKDIR already has checkpoints resumes from the latest one.
+A new WORKDIR gets the resolved config as WORKDIR/config.json before training starts. A
+WORKDIR that has one is a run to resume: the resolved config must equal the stored one
+(else the keys that differ are named and nothing is touched), unless --allow_changes
+names them; the stored config is then kept as config_before_step_N.json. Ctrl-C or
+SIGTERM saves a checkpoint at the current step (exit 130 / 143); the same command resumes.
 """
 
-from pathlib import Path
+from __future__ import annotations
 
-from absl import app, flags, logging
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from absl import flags
 from ml_collections import config_flags
 
 from aes_jax.train import distributed
+from launch import cli
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/lm_lora.py:tiny.",
                                          lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, logs, checkpoints).",
                               required=True)
+ALLOW_CHANGES = flags.DEFINE_list("allow_changes", [], "Config keys (dotted; a prefix such "
+                                  "as optimizer covers its fields) that may differ from the "
+                                  "resumed run's stored config.json, e.g. total_steps.")
 DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                                 "jax.distributed: auto-detect SLURM/TPU pods, force, or skip.")
 COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
@@ -26,11 +38,76 @@ NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Total processes.")
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested JSON dicts -> {"a.b": leaf}."""
+    if isinstance(tree, dict) and tree:
+        out = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_changes(stored: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (stored value, new value) for every key that differs."""
+    a, b = flatten(stored), flatten(new)
+    missing = object()
+    return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
+            if a.get(k, missing) != b.get(k, missing)}
+
+
+def _shown(value: Any) -> str:
+    text = "(absent)" if not isinstance(value, (str, int, float, bool, list, dict, type(None))
+                                        ) else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_resume(workdir: Path, resolved: dict, allowed: list[str]) -> dict[str, tuple]:
+    """The changes --allow_changes admits against WORKDIR/config.json ({} for a new run);
+    a ValueError naming the other changed keys, before anything is written."""
+    path = workdir / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); it is this run's stored config, "
+                         "fix or remove it") from None
+    changes = config_changes(stored, resolved)
+    refused = {k: v for k, v in changes.items()
+               if not any(k == a or k.startswith(a + ".") for a in allowed)}
+    if refused:
+        listed = ", ".join(f"{k} ({_shown(old)} -> {_shown(new)})"
+                           for k, (old, new) in list(refused.items())[:6])
+        more = f" and {len(refused) - 6} more" if len(refused) > 6 else ""
+        raise ValueError(
+            f"{workdir} is a run with a different config: {listed}{more}. Use a new "
+            f"--workdir, or pass --allow_changes={','.join(refused)} to resume it with the "
+            "new values")
+    return changes
+
+
+def _record_config(workdir: Path, text: str, changes: dict, step: int) -> None:
+    path = workdir / "config.json"
+    if path.is_file() and not changes:
+        return
+    if path.is_file():  # allowed changes: keep what the earlier steps ran with
+        path.rename(workdir / f"config_before_step_{step}.json")
+        print(f"config changes allowed: {', '.join(changes)}; the earlier config is kept as "
+              f"config_before_step_{step}.json")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
-        # orbax logs every checkpoint phase at INFO; --verbosity=0 brings it back.
-        logging.set_verbosity(logging.WARNING)
+    if CONFIG.value is None:
+        cli.fail("--config is required, e.g. --config=configs/trm_aes.py:demo")
+    try:  # a config file that failed to load raises on first use, wrapped
+        config = CONFIG.value
+        text = config.to_json_best_effort(indent=2) + "\n"
+    except Exception as e:
+        cli.fail(f"--config: {cli.one_line(e)}")
     distributed.initialize(DISTRIBUTED.value, COORDINATOR.value, NUM_PROCESSES.value,
                            PROCESS_ID.value)
     import jax
@@ -38,21 +115,26 @@ def main(argv):
     from aes_jax import tasks
     from aes_jax.tasks.capabilities import PreparesData
     from aes_jax.train import loop
+    from aes_jax.train.checkpoint import latest_step
+    from aes_jax.train.engine_config import EngineConfig
+    from aes_jax.train.interrupt import TrainingInterrupted
 
     workdir = Path(WORKDIR.value)
+    EngineConfig.from_config(config)  # bad engine settings fail before anything is written
+    changes = check_resume(workdir, json.loads(text), ALLOW_CHANGES.value)
+    task = tasks.build(config, workdir)  # cheap, writes nothing; checks the task's fields
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(CONFIG.value.to_json_best_effort(indent=2) + "\n")
-    task = tasks.build(CONFIG.value, workdir)
+        _record_config(workdir, text, changes, latest_step(workdir) or 0)
     if isinstance(task, PreparesData):  # e.g. the demo dataset when the config names none
         task.prepare_data()
-    last = loop.train(task, CONFIG.value, workdir)
+    try:
+        loop.train(task, config, workdir)
+    except TrainingInterrupted as e:
+        print(str(e), file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     if jax.process_index() == 0:
-        summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items()
-                            if k == "loss" or k.startswith("eval_"))
-        print(f"finished step {last.get('step')}: {summary}")
         print(f"run directory: {workdir}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -108,8 +108,12 @@ def test_official_format_with_bad_rows_is_read_and_every_skip_counted(tmp_path):
     assert sorted(by_id) == [1, 2, 6, 7, 8]
     assert by_id[2].text == 'He said "hi" to me\tand left.'
     assert by_id[2].score == 10 and by_id[2].traits == {} and by_id[2].split is None
-    assert by_id[8].text == "It\ufffds hot."  # the cp1252 byte became U+FFFD, no crash
-    assert result.files[0].lines_with_replacement == 1 and result.replacement_chars == 1
+    assert by_id[8].text == "It\u2019s hot."  # auto: the line is not UTF-8, so cp1252
+    assert result.files[0].decoded_lines == {"utf-8": 8, "cp1252": 1}
+    assert by_id[8].decoding.fallback_lines == 1 and result.replacement_chars == 0
+    explicit = asap.read_tsv(path, encoding="utf-8")  # today's behaviour: U+FFFD, counted
+    assert [e.text for e in explicit.essays if e.essay_id == 8] == ["It\ufffds hot."]
+    assert explicit.files[0].lines_with_replacement == 1 and explicit.replacement_chars == 1
     assert result.files[0].format == "official"
     assert dict(result.skipped) == {"missing score": 1, "too few columns": 1,
                                     "score out of range": 1}
@@ -149,7 +153,7 @@ def test_traits_layout_with_the_defective_header(tmp_path):
     assert by_id[12].text == '"When they come back, she vowed.' and by_id[12].score == 1
     assert by_id[13].text == "I believe the author chose it." and by_id[13].score == 2
     assert by_id[14].text == 'The article "The Mast" explains it.'
-    assert by_id[18].text == "Caf\ufffd bytes." and result.replacement_chars == 1
+    assert by_id[18].text == "Caf\u00e9 bytes." and result.replacement_chars == 0  # cp1252
     assert all(e.split == "train" for e in result.essays)  # from the file name
     assert dict(result.skipped) == {"missing score": 1, "too few columns": 1,
                                     "score out of range": 1}

@@ -156,3 +156,34 @@ def test_assign_folds_is_balanced_and_order_free(tmp_path):
         ell.split_ell(essays)
     splits = ell.split_ell(folded, test_fold=0, dev_fraction=0.0)
     assert splits["dev"] == [] and len(splits["train"]) + len(splits["test"]) == 23
+
+
+def kaggle_bytes(rows: list[bytes]) -> bytes:
+    """A CRLF Kaggle train.csv written as raw bytes (rows given as their CSV text)."""
+    header = ",".join(["text_id", "full_text", *TRAITS]).encode()
+    return b"\r\n".join([header, *rows]) + b"\r\n"
+
+
+CP1252_ROWS = [
+    b'C1,"First line.\r\nIt\x92s the second.\r\nThird.",3,3,3,3,3,3',  # lines 2-4, 0x92
+    b'C2,It\xe2\x80\x99s UTF-8.,3,3,3,3,3,3',                           # line 5
+    b'C3,Lost \x81 byte.,3,3,3,3,3,3',                                  # line 6
+]
+
+
+def test_auto_encoding_reads_cp1252_lines_and_counts_them_per_essay(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes(kaggle_bytes(CP1252_ROWS))
+    result = ell.read_ell(path)  # encoding="auto" by default
+    c1, c2, c3 = result.essays
+    assert c1.text == "First line.\r\nIt\u2019s the second.\r\nThird." and c1.line == 2
+    assert c2.text == "It\u2019s UTF-8." and c2.line == 5 and c3.line == 6
+    assert c3.text == "Lost \ufffd byte."  # cp1252 leaves 0x81 undefined: U+FFFD, counted
+    assert (c1.decoding.lines, c1.decoding.fallback_lines) == (3, 1)
+    assert (c2.decoding.fallback_lines, c3.decoding.replacement_chars) == (0, 1)
+    stats = result.files[0]
+    assert stats.decoded_lines == {"utf-8": 4, "cp1252": 2} and stats.replacement_chars == 1
+    explicit = ell.read_ell(path, encoding="utf-8")  # an explicit codec: U+FFFD, counted
+    assert explicit.essays[0].text == "First line.\r\nIt\ufffds the second.\r\nThird."
+    assert explicit.files[0].replacement_chars == 2
+    assert explicit.files[0].decoded_lines == {"utf-8": 6}

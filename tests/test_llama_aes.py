@@ -255,7 +255,7 @@ def _run(*args):
 def test_score_split_and_jsonl(trained_run, data_dir, tmp_path):
     out = tmp_path / "scores.csv"
     proc = _run("launch.score", f"--ckpt={trained_run}", "--split=test", f"--out={out}")
-    report = json.loads(proc.stdout[:proc.stdout.rindex("}") + 1])
+    report = json.loads(proc.stdout[proc.stdout.index("{"):proc.stdout.rindex("}") + 1])
     assert report["num_essays"] == report["num_with_gold"] == 8
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 8

@@ -90,3 +90,40 @@ def test_engine_settings_are_validated():
     with pytest.raises(ValueError, match="config.checkpoint_every=0"):
         EngineConfig.from_config(config(checkpoint_every=0))
     assert jax.tree.leaves(EngineConfig.from_config(config()).mesh) == [-1, 1, 1]
+
+
+def test_best_checkpoint_is_kept_beside_the_last_and_chosen_by_default(tmp_path, capsys):
+    from aes_jax.train import loop
+    from aes_jax.train.checkpoint import resolve_step
+
+    # eval_mse falls as the task learns, so "max" makes the first evaluation the best.
+    settings = dict(total_steps=6, eval_every=2, checkpoint_every=6, keep_checkpoints=1,
+                    log_every=2, best_metric="eval_mse", best_mode="max")
+    loop.train(LinearRegressionTask(), config(**settings), tmp_path)
+    kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept == [2, 6]
+    step, how = resolve_step(tmp_path)
+    first = read_metrics(tmp_path)[0]
+    assert step == 2 and how == f"best eval_mse {first['eval_mse']:.4f} (max)"
+    assert resolve_step(tmp_path, "last") == (6, "last")
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 4 \(have \[2, 6\]\)"):
+        resolve_step(tmp_path, "4")
+    out = capsys.readouterr().out
+    assert "step 2 eval: loss" in out and "best checkpoint: step 2, eval_mse" in out
+
+    # Started again when finished: says so and shows the last metrics.
+    last = loop.train(LinearRegressionTask(), config(**settings), tmp_path)
+    out = capsys.readouterr().out
+    assert last["step"] == 6 and "already finished at step 6" in out
+    assert f"{last['eval_mse']:.4f}" in out
+
+
+def test_no_best_checkpoint_without_a_metric(tmp_path):
+    from aes_jax.train import loop
+    from aes_jax.train.checkpoint import resolve_step
+
+    loop.train(LinearRegressionTask(), config(total_steps=4, eval_every=2, checkpoint_every=4),
+               tmp_path)
+    assert resolve_step(tmp_path) == (4, "last (no best checkpoint tracked)")
+    with pytest.raises(FileNotFoundError, match="no best checkpoint"):
+        resolve_step(tmp_path, "best")

@@ -88,15 +88,28 @@ def test_cli_builds_mtl_from_asap_trait_files(tmp_path):
     for split in asap.SPLITS:
         rows = []
         for k in range(4):
-            rows.append("\t".join(map(str, [essay_id, 3, f"The road was hot {k}.", k % 4,
-                                             k % 4, 1, 2, 3])))
+            text = ("The road\u2019s hot." if (split, k) == ("train", 0)
+                    else f"The road was hot {k}.")
+            rows.append("\t".join(map(str, [essay_id, 3, text, k % 4, k % 4, 1, 2, 3])))
             essay_id += 1
         path = tmp_path / "in" / "prompt_3" / f"{split}.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join([header, *rows]) + "\n")
+        # one raw cp1252 apostrophe (0x92) in place of the UTF-8 one, as in the Kaggle file
+        path.write_bytes(("\n".join([header, *rows]) + "\n").encode().replace(
+            "\u2019".encode(), b"\x92"))
+    other = tmp_path / "in" / "prompt_4" / "train.tsv"  # filtered out by --prompt_set=3
+    other.parent.mkdir()
+    other.write_bytes(header.encode() + b"\n900\t4\tLost \x81 byte.\t1\t1\t1\t1\t1\n")
     out = tmp_path / "mtl"
-    stdout = run_cli("--format=mtl", f"--input={tmp_path / 'in'}", f"--output_dir={out}")
+    stdout = run_cli("--format=mtl", f"--input={tmp_path / 'in'}", f"--output_dir={out}",
+                     "--prompt_set=3")
     manifest, splits = mtl_io.load_mtl_dir(out)
+    assert splits["train"][0].essay == "The road\u2019s hot."
+    # decoding of the essays kept; prompt 4's lost byte stays with its file's entry
+    assert manifest["decoding"]["lines"] == {"utf-8": 11, "cp1252": 1}
+    assert manifest["decoding"]["replacement_chars"] == 0
+    assert sum(s["replacement_chars"] for s in manifest["sources"]) == 1
+    assert "lines decoded (essays kept): utf-8 11, cp1252 1" in stdout
     assert manifest["dataset"] == "asap++" and manifest["counts"] == {"train": 4, "dev": 4,
                                                                      "test": 4}
     assert manifest["traits"] == list(asap.TRAIT_NAMES[3])

@@ -30,7 +30,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     proc.wait()
     assert not (killed / "checkpoints" / "10").exists()
 
-    resumed = run_train(killed, *common)
+    resumed = run_train(killed, *common, "--allow_changes=task")  # the slow task was a test aid
     assert "resumed from" in resumed.stdout and "at step 5" in resumed.stdout
 
     a, b = flat(read_state(straight, 10)), flat(read_state(killed, 10))
@@ -41,6 +41,33 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     assert [m["step"] for m in mb] == list(range(1, 11))  # no duplicate lines after resume
     for x, y in zip(ma[5:], mb[5:]):
         assert {k: x[k] for k in STEADY} == {k: y[k] for k in STEADY}
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_the_current_step_and_the_rerun_resumes_there(tmp_path, signum, code):
+    run = tmp_path / "run"
+    common = ["--config.total_steps=8", "--config.checkpoint_every=100", "--config.log_every=1",
+              "--config.eval_every=0"]
+    slow = "--config.task=tests.slow_task:SlowLMLoraTask"  # batches arrive every 0.5 s
+    proc = subprocess.Popen(train_cmd(run, *common, slow), cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    metrics = run / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.time() < deadline, "run ended before step 2"
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == code, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    step = int(stderr.split("interrupted at step ")[1].split(";")[0])
+    assert "rerun the same command to resume" in stderr and 2 <= step < 8
+    kept = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept == [step]  # saved at the signal, not at a periodic checkpoint
+    if signum == signal.SIGINT:
+        resumed = run_train(run, *common, slow)
+        assert f"at step {step}" in resumed.stdout
+        assert [m["step"] for m in read_metrics(run)] == list(range(1, 9))
 
 
 def test_gradient_accumulation_equals_full_batch(tmp_path):
@@ -79,7 +106,7 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
                   "--config.eval_every=0"),
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
-    assert "NonFiniteLossError" in proc.stderr and "at step" in proc.stderr
+    assert "non-finite loss" in proc.stderr and "at step" in proc.stderr
     bad_step = int(proc.stderr.split("at step ")[1].split(";")[0])
     kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert kept and max(kept) == bad_step - 1

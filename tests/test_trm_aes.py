@@ -99,7 +99,7 @@ def test_score_new_essays(trained, tmp_path):
         rows = list(csv.DictReader(f))
     manifest = json.loads((run / "data" / "manifest.json").read_text())
     assert len(rows) == manifest["splits"]["test"] and "gold" in rows[0]
-    report = json.loads(proc.stdout[:proc.stdout.rindex("}") + 1])
+    report = json.loads(proc.stdout[proc.stdout.index("{"):proc.stdout.rindex("}") + 1])
     assert set(report["per_prompt"]) == {"1", "3", "4"}
     for p, rep in report["per_prompt"].items():
         sel = [r for r in rows if r["prompt"] == p]
@@ -112,6 +112,50 @@ def test_score_new_essays(trained, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "launch.score", f"--ckpt={run}", str(bad)],
                           cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "header lacks column(s) ['essay_set']" in proc.stderr
+
+
+def test_score_reads_the_issue_file_and_accounts_for_every_row(trained, tmp_path):
+    """Issue 11's file: 11 opens a quote (must not swallow 12-13), 14 has a tab, 15 is
+    empty (skipped, reported), 16 is prompt 3, which the demo trains (scored)."""
+    from tests.test_score_input import SIX_ROWS
+
+    run, _ = trained
+    essays = tmp_path / "essays.tsv"
+    essays.write_text(SIX_ROWS)
+    proc = cli("launch.score", f"--ckpt={run}", str(essays), f"--out={tmp_path / 'six.csv'}")
+    with open(tmp_path / "six.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["essay_id"]) for r in rows] == [11, 12, 13, 14, 16]
+    assert [int(r["prompt"]) for r in rows] == [1, 1, 1, 1, 3]
+    report, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])
+    assert report["num_essays"] == 5 and report["input"]["rows"] == 6
+    assert report["input"]["skipped"] == {"empty essay": 1}
+    assert report["input"]["skip_examples"] == [f"{essays}:6: empty essay: essay 15 has no text"]
+    assert f"read {essays}: 6 rows, 5 essays" in proc.stdout
+    assert "skipped rows: empty essay 1" in proc.stdout and "scored 5 essays" in proc.stdout
+    strict = subprocess.run([sys.executable, "-m", "launch.score", f"--ckpt={run}", str(essays),
+                             "--strict", f"--out={tmp_path / 'strict.csv'}"], cwd=REPO,
+                            env=env(), capture_output=True, text=True, timeout=300)
+    assert strict.returncode != 0 and not (tmp_path / "strict.csv").exists()
+    # one line naming file:line, however the launcher words its error prefix
+    assert f"{essays}:6: empty essay: essay 15 has no text" in \
+        strict.stderr.strip().splitlines()[-1]
+
+
+def test_read_essays_skips_prompts_the_model_was_not_trained_on(trained, tmp_path):
+    from aes_jax.tasks.trm_aes import TRMAesTask
+
+    run, _ = trained
+    config = get_config("demo")
+    config.data.dataset_dir = str(run / "data")
+    task = TRMAesTask(config, run)
+    path = tmp_path / "essays.tsv"
+    path.write_text("essay_id\tessay_set\tessay\n1\t1\tOne.\n2\t2\tTwo.\n3\t4\tFour.\n")
+    read = task.read_essays(path, limit=1)
+    assert [int(e["essay_id"]) for e in read.essays] == [1]
+    assert read.report["skipped"] == {"untrained prompt": 1}
+    assert read.report["not_scored_beyond_limit"] == 1  # essay 3: read, not scored
+    assert "prompt 2 is not one of the model's prompts [1, 3, 4]" in read.report["skip_examples"][0]
 
 
 def test_rmse_is_on_the_raw_unclipped_prediction(trained):
@@ -173,8 +217,17 @@ def test_traits_are_trained_and_reported(tmp_path):
     asap_records.build_dataset(asap_records.BuildOptions(inputs=[str(tmp_path / "in")],
                                          output_dir=tmp_path / "ds", max_tokens=32))
     run = tmp_path / "run"
+    # The demo config's data.max_tokens=128 is not the dataset's 32: refused, not replaced.
+    refused = subprocess.run(
+        [sys.executable, "-m", "launch.train", "--config=configs/trm_aes.py:demo",
+         f"--workdir={run}", f"--config.data.dataset_dir={tmp_path / 'ds'}"],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and not run.exists(), refused.stderr[-2000:]
+    assert ("data.max_tokens=128, but" in refused.stderr and "built with max_tokens=32"
+            in refused.stderr and "--config.data.max_tokens=32" in refused.stderr)
     run_train(run, "--config.total_steps=4", "--config.eval_every=4",
               "--config.global_batch_size=4", "--config.eval_batch_size=4",
+              "--config.data.max_tokens=32",
               f"--config.data.dataset_dir={tmp_path / 'ds'}", config="configs/trm_aes.py:demo")
     final = read_metrics(run)[-1]
     for key in ("eval_qwk_p3", "eval_trait_mean_qwk", "eval_qwk_content", "eval_qwk_narrativity"):

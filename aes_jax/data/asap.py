@@ -12,8 +12,11 @@ Two input layouts are read, told apart by their header line:
   which are the *last* names of such a header.
 
 Rows are split into fields by :mod:`aes_jax.data.tsv_records`, which copes with the
-published files' unescaped quotes; an essay field read by the plain tab split has its
-quotes repaired here (:func:`_repair_quotes`).
+published files' unescaped quotes (an essay field read by the plain tab split has its
+quotes repaired by ``tsv_records.repair_quotes``) and decodes each line on its own
+(``encoding="auto"``: UTF-8, cp1252 for the bytes that are not UTF-8). Each essay
+carries the decoding of its own lines (``Essay.decoding``), so a dataset can report the
+bytes replaced in the essays it keeps.
 
 Bad rows are never dropped silently: each is counted under a reason (``ReadResult.skipped``)
 with a few ``file:line: detail`` examples, or raises :class:`AsapFormatError` naming the
@@ -37,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from aes_jax.data.read_report import DataFormatError, FileStats, ReadResult, SkipCounter
-from aes_jax.data.tsv_records import decode_lines, is_int, next_record
+from aes_jax.data.tsv_records import (AUTO, LineDecoding, decode_lines, is_int, next_record,
+                                      repair_quotes)
 
 __all__ = [
     "AsapFormatError",
@@ -173,6 +177,7 @@ class Essay:
     source: str             # file the row came from
     line: int               # 1-based physical line of the row's start
     split: str | None = None  # given by the file name (traits layout train/dev/test.tsv)
+    decoding: LineDecoding = LineDecoding()  # of the row's own physical lines
 
 
 def _split_name(path: Path) -> str | None:
@@ -191,21 +196,6 @@ def detect_format(header: Sequence[str], where: str = "<header>") -> str:
         f"{where}: unrecognised header {list(header)[:8]}...: expected the official ASAP "
         f"layout ({', '.join(OFFICIAL_COLUMNS[:7])}, ...) or the ASAP++ traits layout "
         f"({', '.join(_TRAITS_PREFIX)}, <trait names>), tab-separated")
-
-
-def _repair_quotes(text: str, notes: collections.Counter) -> str:
-    """The essay field of a row the quote-aware parse could not read.
-
-    In the published ASAP++ files such fields are either wrapped in quotes whose inner
-    quotes were never doubled (the wrapping is the exporter's, so it goes), or begin with
-    a quote the student opened and never closed (the student's, so it stays).
-    """
-    if len(text) > 1 and text.startswith('"') and text.endswith('"'):
-        notes["quoted essay with undoubled inner quotes: wrapping quotes removed"] += 1
-        return text[1:-1]
-    if text.startswith('"'):
-        notes["essay opening a quote it never closes: quote kept as text"] += 1
-    return text
 
 
 def parse_int(text: str) -> int | None:
@@ -289,7 +279,8 @@ class _FileReader:
         lo, hi = self.expected_columns(fields)
         return lo <= len(fields) <= hi
 
-    def row(self, fields: list[str], line: int, tab_split: bool = False) -> Essay | None:
+    def row(self, fields: list[str], line: int, tab_split: bool = False,
+            decoding: LineDecoding = LineDecoding()) -> Essay | None:
         where = f"{self.path}:{line}"
         lo, hi = self.expected_columns(fields)
         if len(fields) < lo:
@@ -311,7 +302,7 @@ class _FileReader:
             self.skips.skip(where, "bad essay_id", f"{fields[0]!r} is not an integer",
                             self.stats)
             return None
-        text = _repair_quotes(fields[2], self.notes) if tab_split else fields[2]
+        text = repair_quotes(fields[2], self.notes) if tab_split else fields[2]
         text = text.strip()
         if not text:
             self.skips.skip(where, "empty essay", f"essay {essay_id} has no text", self.stats)
@@ -323,7 +314,8 @@ class _FileReader:
         if traits is None:
             return None
         return Essay(essay_id=essay_id, prompt=prompt, text=text, score=score, traits=traits,
-                     source=str(self.path), line=line, split=self.stats.split)
+                     source=str(self.path), line=line, split=self.stats.split,
+                     decoding=decoding)
 
     def _score(self, raw: str, prompt: int, trait: str | None, where: str,
                essay_id: int) -> int | None:
@@ -367,15 +359,22 @@ class _FileReader:
 
 
 def read_tsv(path: str | os.PathLike, *, strict: bool = False,
-             encoding: str = "utf-8") -> ReadResult:
-    """Read one ASAP file (official or traits layout, detected from its header)."""
+             encoding: str = AUTO) -> ReadResult:
+    """Read one ASAP file (official or traits layout, detected from its header).
+
+    ``encoding``: ``"auto"`` (UTF-8, cp1252 for the bytes of a line that are not UTF-8) or a codec
+    whose undecodable bytes become U+FFFD; either way the file's counts are in its
+    ``FileStats`` and each essay's in ``Essay.decoding``.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"no such ASAP file: {path}") from None
     stats = FileStats(path=str(path), sha256=hashlib.sha256(data).hexdigest(), format="")
-    lines, stats.lines_with_replacement, stats.replacement_chars = decode_lines(data, encoding)
+    decoded = decode_lines(data, encoding)
+    lines = decoded.lines
+    stats.set_decoding(decoded.encoding, decoded.counts())
     if not lines or not lines[0].strip():
         raise AsapFormatError(f"{path}:1: empty file or blank first line; expected a header")
     header = lines[0].split("\t")
@@ -393,7 +392,7 @@ def read_tsv(path: str | os.PathLike, *, strict: bool = False,
             continue
         fields, span, tab_split = next_record(lines, i, reader.acceptable)
         stats.rows += 1
-        essay = reader.row(fields, i + 1, tab_split)
+        essay = reader.row(fields, i + 1, tab_split, decoded.counts(i, i + span))
         if essay is not None:
             essays.append(essay)
         i += span
@@ -403,7 +402,7 @@ def read_tsv(path: str | os.PathLike, *, strict: bool = False,
 
 
 def read_asap(paths: Iterable[str | os.PathLike], *, strict: bool = False,
-              encoding: str = "utf-8") -> ReadResult:
+              encoding: str = AUTO) -> ReadResult:
     """Read several files; an essay_id seen before is a counted skip (or an error if strict).
 
     ASAP essay ids are unique across prompts, so a repeat means the same essay was passed

@@ -3,6 +3,8 @@
 :func:`build_dataset` writes one ``{split}.array_record`` per split (one JSON record per
 essay, see :func:`make_record`) plus ``manifest.json`` (sources, counts, skips, score
 ranges, tokenizer, split rule), written last so its presence marks a complete directory.
+Its ``replacement_chars`` and ``decoding`` (lines per codec) count the lines of the essays
+written; each ``sources`` entry holds its whole file's counts.
 :class:`AsapDataSource` reads a split back with random access for grain.
 """
 
@@ -21,8 +23,9 @@ import numpy as np
 from aes_jax.data import asap_demo
 from aes_jax.data.asap import (SCORE_RANGES, SPLITS, TRAIT_NAMES, TRAIT_RANGES, Essay,
                                expand_inputs, normalize, read_asap)
-from aes_jax.data.read_report import ReadResult, refuse_existing
+from aes_jax.data.read_report import ReadResult, decoding_report, refuse_existing
 from aes_jax.data.splits import assign_splits
+from aes_jax.data.tsv_records import AUTO, LineDecoding, check_encoding
 from aes_jax.data.wordpiece import assemble_ids, load_tokenizer, prompt_token_ids
 
 __all__ = [
@@ -57,7 +60,7 @@ class BuildOptions:
     tokenizer_dir: str | os.PathLike | None = None
     prompt_texts: Mapping[int, str] | None = None
     strict: bool = False
-    encoding: str = "utf-8"
+    encoding: str = AUTO                        # or a codec name (see tsv_records)
     overwrite: bool = False
 
 
@@ -71,6 +74,7 @@ def check_options(opts: BuildOptions) -> None:
         raise ValueError(f"limit_train_essays must be >= 1, got {opts.limit_train_essays}")
     if opts.split is not None and opts.split_file is not None:
         raise ValueError("give either split fractions or a split file, not both")
+    check_encoding(opts.encoding)
 
 
 def read_selected(opts: BuildOptions) -> tuple[ReadResult, list[Essay], dict[int, int]]:
@@ -200,6 +204,9 @@ def build_dataset(opts: BuildOptions) -> dict[str, Any]:
             output_dir / f"{split}.array_record",
             (_serialize(make_record(e, seq, full)) for e, seq, full in rows))
 
+    # Decoding of the essays written, not of whole files: --prompt_set, a split file or
+    # --overlength=drop leave rows out, and their lost bytes are not this dataset's.
+    kept = sum((e.decoding for e, _, _ in records), LineDecoding())
     trait_names = _union_traits(e.traits for e, _, _ in records)
     with_traits = sorted({e.prompt for e, _, _ in records if e.traits})
     manifest = {
@@ -213,7 +220,8 @@ def build_dataset(opts: BuildOptions) -> dict[str, Any]:
         "skipped": dict(sorted(skipped.items())),
         "skip_examples": result.skip_examples,
         "notes": dict(result.notes),
-        "replacement_chars": result.replacement_chars,
+        "replacement_chars": kept.replacement_chars,
+        "decoding": decoding_report(kept, result.files[0].encoding),
         "score_ranges": {str(p): list(SCORE_RANGES[p]) for p in prompts},
         "trait_ranges": {str(p): {t: list(r) for t, r in TRAIT_RANGES[p].items()}
                          for p in with_traits},

@@ -21,6 +21,10 @@ outside 1.0-5.0, a wrong column count, a text_id read before) are never dropped 
 each is counted per reason with a few ``file:line: detail`` examples, or raises
 :class:`EllFormatError` naming the file and line when ``strict=True``. Line numbers are the
 physical line where a record starts (essays span lines).
+
+Files are decoded one physical line at a time (``encoding="auto"``: UTF-8, or cp1252 for
+a line that is not UTF-8; see :mod:`aes_jax.data.tsv_records`), and each essay carries
+the decoding of its own lines (``EllEssay.decoding``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import io
 import math
 import os
 import re
@@ -38,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from aes_jax.data.read_report import DataFormatError, FileStats, ReadResult, SkipCounter
+from aes_jax.data.tsv_records import AUTO, LineDecoding, decode_lines
 
 __all__ = [
     "ELL_TRAITS",
@@ -74,6 +78,7 @@ class EllEssay:
     source: str               # file the row came from
     line: int                 # 1-based physical line where the record starts
     fold: int | None = None   # cross-validation fold (fold_k.csv, or assign_folds)
+    decoding: LineDecoding = LineDecoding()  # of the record's own physical lines
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -123,17 +128,6 @@ def is_ell_input(path: str | os.PathLike) -> bool:
 # ----------------------------------------------------------------------------- reading
 
 
-def _decode(data: bytes, encoding: str) -> tuple[str, int]:
-    """Text and the number of U+FFFD characters that replaced undecodable bytes."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode(encoding), 0
-    except UnicodeDecodeError:
-        text = data.decode(encoding, errors="replace")
-        return text, text.count("\ufffd") - data.decode(encoding, "ignore").count("\ufffd")
-
-
 def _kaggle_score(raw: str) -> tuple[float | None, str]:
     """A 1.0-5.0 half-step score as written in train.csv, or (None, why not)."""
     try:
@@ -180,7 +174,7 @@ class _Columns:
 
 def _row_essay(fields: list[str], cols: _Columns, layout: str, where: str, line: int,
                path: Path, fold: int | None, skips: SkipCounter,
-               stats: FileStats) -> EllEssay | None:
+               stats: FileStats, decoding: LineDecoding) -> EllEssay | None:
     if len(fields) != cols.width:
         skips.skip(where, "wrong number of columns",
                    f"{len(fields)} comma-separated fields, expected {cols.width}", stats)
@@ -207,7 +201,7 @@ def _row_essay(fields: list[str], cols: _Columns, layout: str, where: str, line:
             return None
         scores[trait] = value
     return EllEssay(text_id=text_id, text=text, scores=scores, source=str(path), line=line,
-                    fold=fold)
+                    fold=fold, decoding=decoding)
 
 
 def _read_one(path: Path, fold: int | None, skips: SkipCounter, allow_unscored: bool,
@@ -217,8 +211,10 @@ def _read_one(path: Path, fold: int | None, skips: SkipCounter, allow_unscored: 
     except FileNotFoundError:
         raise FileNotFoundError(f"no such ELLIPSE file: {path}") from None
     stats = FileStats(path=str(path), sha256=hashlib.sha256(data).hexdigest(), format="")
-    text, stats.replacement_chars = _decode(data, encoding)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # The \r of \r\n stays, so a quoted field keeps its own line breaks as written.
+    decoded = decode_lines(data, encoding, keep_cr=True)
+    stats.set_decoding(decoded.encoding, decoded.counts())
+    reader = csv.reader((line + "\n" for line in decoded.lines), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -245,7 +241,7 @@ def _read_one(path: Path, fold: int | None, skips: SkipCounter, allow_unscored: 
         else:
             stats.rows += 1
             essay = _row_essay(fields, cols, layout, f"{path}:{line}", line, path, fold, skips,
-                               stats)
+                               stats, decoded.counts(line - 1, reader.line_num))
             if essay is not None:
                 essays.append(essay)
         line = reader.line_num + 1
@@ -273,7 +269,7 @@ def _dedupe(essays: Iterable[EllEssay], files: Sequence[FileStats],
 
 
 def read_ell(path: str | os.PathLike, fold: int | None = None, *, strict: bool = False,
-             allow_unscored: bool = False, encoding: str = "utf-8") -> ReadResult:
+             allow_unscored: bool = False, encoding: str = AUTO) -> ReadResult:
     """Read one ELLIPSE CSV (layout detected from its header); ``fold`` tags its essays."""
     skips = SkipCounter(strict, EllFormatError)
     essays, stats = _read_one(Path(path), fold, skips, allow_unscored, encoding)
@@ -295,7 +291,7 @@ def fold_files(folder: str | os.PathLike) -> dict[int, Path]:
 
 
 def read_ell_dir(folder: str | os.PathLike, *, strict: bool = False,
-                 encoding: str = "utf-8") -> ReadResult:
+                 encoding: str = AUTO) -> ReadResult:
     """Read every ``fold_k.csv`` of ``folder``, tagging each essay with its fold ``k``.
 
     A text_id in two fold files is a counted skip (or an error when strict).

@@ -13,9 +13,10 @@ from pathlib import Path
 from aes_jax.data import asap, ell, mtl_demo
 from aes_jax.data.answer_format import build_instruction, format_output, rubric_feedback
 from aes_jax.data.mtl_io import MTL_FILES, MtlExample, mtl_manifest, write_mtl_dir
-from aes_jax.data.read_report import refuse_existing
+from aes_jax.data.read_report import decoding_report, refuse_existing
 from aes_jax.data.score_codec import ScoreCodec, asap_traits_and_codecs, ell_traits_and_codecs
 from aes_jax.data.splits import assign_splits, parse_split_fractions
+from aes_jax.data.tsv_records import AUTO, LineDecoding
 
 __all__ = ["build_mtl", "build_demo_dataset", "examples_from_asap", "examples_from_ell"]
 
@@ -26,7 +27,7 @@ def build_mtl(inputs: str | None, output_dir: str | os.PathLike, *, feedback: st
               demo: bool = False, test_fold: int = 0, dev_fraction: float = 0.1,
               seed: int = 0, prompt_set: str | None = None, split: str | None = None,
               split_file: str | None = None, prompt_texts: dict[int, str] | None = None,
-              strict: bool = False, encoding: str = "utf-8",
+              strict: bool = False, encoding: str = AUTO,
               overwrite: bool = False, demo_essays: int = 240) -> dict:
     """Write an mtl dataset (``{train,dev,test}.jsonl`` + ``manifest.json``); returns the
     manifest. The flag-free core of ``--format=mtl``, for code that builds data itself.
@@ -34,7 +35,9 @@ def build_mtl(inputs: str | None, output_dir: str | os.PathLike, *, feedback: st
     ``inputs``: an ELLIPSE fold folder or csv (``test_fold``/``dev_fraction`` split it), or
     ASAP++ trait TSVs (``prompt_set``/``split``/``split_file``/``prompt_texts`` apply);
     ``demo=True`` instead writes the synthetic ELLIPSE-layout corpus into
-    ``output_dir/source/train.csv`` and builds from it.
+    ``output_dir/source/train.csv`` and builds from it. ``encoding``: ``"auto"`` (UTF-8,
+    cp1252 for the bytes of a line that are not UTF-8) or a codec name; the manifest's ``decoding``
+    counts the lines of the essays kept, its ``sources`` whole files.
     """
     if feedback not in ("none", "rubric"):
         raise ValueError(f"feedback must be 'none' or 'rubric', got {feedback!r}")
@@ -83,6 +86,7 @@ def _ell_examples(source: str, with_feedback: bool, *, test_fold: int, dev_fract
     traits, codecs = ell_traits_and_codecs()
     info = {"dataset": "ellipse", "layouts": result.layouts,
             "sources": [dataclasses.asdict(f) for f in result.files],
+            "decoding": _kept_decoding(essays, result.files[0].encoding),
             "skipped": dict(sorted(result.skipped.items())),
             "skip_examples": result.skip_examples,
             "split": {"rule": f"test = fold {test_fold}, dev = {dev_fraction:g} of the other "
@@ -124,11 +128,17 @@ def _asap_examples(source: str, with_feedback: bool, *, prompt_set: str | None,
                                           prompt_texts=prompt_texts)
     traits, codecs = (next(iter(scales.values())) if scales
                       else asap_traits_and_codecs(prompt_list[0]))
+    kept = [e for e in essays if e.essay_id in split_of]
     info = {"dataset": "asap++", "prompts": prompt_list,
             "sources": [dataclasses.asdict(f) for f in result.files],
+            "decoding": _kept_decoding(kept, result.files[0].encoding),
             "skipped": dict(sorted(skipped.items())), "skip_examples": result.skip_examples,
             "notes": dict(result.notes), "split": rule}
     return traits, codecs, splits, info
+
+
+def _kept_decoding(essays: Sequence[asap.Essay | ell.EllEssay], encoding: str) -> dict:
+    return decoding_report(sum((e.decoding for e in essays), LineDecoding()), encoding)
 
 
 def build_demo_dataset(out_dir: Path, num_essays: int) -> Path:

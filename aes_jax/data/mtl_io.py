@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from aes_jax.data.answer_format import (FEEDBACK_MARKER, answer_line, essay_from
 from aes_jax.data.asap import SPLITS
 from aes_jax.data.read_report import refuse_existing
 from aes_jax.data.score_codec import ScoreCodec
+from aes_jax.data.tsv_records import AUTO, check_encoding, decode_lines
 
 __all__ = [
     "MTL_VERSION",
@@ -96,34 +97,44 @@ def _example_from_json(obj: Any, where: str) -> MtlExample:
                       source=str(source) if source else where)
 
 
-def read_jsonl_counted(path: str | os.PathLike) -> tuple[list[MtlExample], int]:
+def _text_lines(path: Path, encoding: str) -> Iterator[str]:
+    if check_encoding(encoding) == AUTO:
+        # JSON text is UTF-8, but hand-made files may hold cp1252 lines (tsv_records).
+        yield from decode_lines(path.read_bytes(), AUTO).lines
+        return
+    with open(path, encoding=encoding) as f:
+        yield from f
+
+
+def read_jsonl_counted(path: str | os.PathLike, encoding: str = "utf-8"
+                       ) -> tuple[list[MtlExample], int]:
     """(examples, blank lines skipped) of a JSONL file; a bad line raises naming file:line.
 
     An example without a ``source`` key gets the JSONL ``file:line`` as its source, so
-    later errors can point back at the row.
+    later errors can point back at the row. ``encoding="auto"`` reads each line as
+    UTF-8, and its bytes that are not UTF-8 as cp1252 (``tsv_records.decode_lines``).
     """
     path = Path(path)
     examples: list[MtlExample] = []
     blank = 0
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                blank += 1
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); "
-                                 "expected one object with \"instruction\" and \"output\" "
-                                 "per line") from None
-            examples.append(_example_from_json(obj, where))
+    for line_no, line in enumerate(_text_lines(path, encoding), start=1):
+        if not line.strip():
+            blank += 1
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); "
+                             "expected one object with \"instruction\" and \"output\" "
+                             "per line") from None
+        examples.append(_example_from_json(obj, where))
     return examples, blank
 
 
-def read_jsonl(path: str | os.PathLike) -> list[MtlExample]:
+def read_jsonl(path: str | os.PathLike, encoding: str = "utf-8") -> list[MtlExample]:
     """Examples of a JSONL file (see :func:`read_jsonl_counted`); blank lines are logged."""
-    examples, blank = read_jsonl_counted(path)
+    examples, blank = read_jsonl_counted(path, encoding)
     if blank:
         log.info("%s: skipped %d blank line(s)", path, blank)
     return examples

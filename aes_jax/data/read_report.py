@@ -3,8 +3,10 @@
 A read never drops a row silently: :class:`SkipCounter` counts each bad row under a reason
 and keeps a few ``file:line: detail`` examples (or raises the reader's
 :class:`DataFormatError` subclass when ``strict``); :class:`FileStats` describes each file
-read, and :class:`ReadResult` carries the essays together with all of that.
-:func:`refuse_existing` is the guard every dataset builder runs before writing.
+read (including how its lines were decoded), and :class:`ReadResult` carries the essays
+together with all of that; :func:`summary` is its JSON-able account (what
+``launch.score`` prints). :func:`refuse_existing` is the guard every dataset builder runs
+before writing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataFormatError", "FileStats", "ReadResult", "SkipCounter", "refuse_existing"]
+from aes_jax.data.tsv_records import LineDecoding
+
+__all__ = ["DataFormatError", "FileStats", "ReadResult", "SkipCounter", "decoding_report",
+           "refuse_existing", "summary"]
 
 EXAMPLES_PER_REASON = 5
 
@@ -33,15 +38,25 @@ class FileStats:
     rows: int = 0                # data rows seen (after the header, blank lines excluded)
     essays: int = 0              # rows read into essays
     blank_lines: int = 0
+    # The whole file's decoding (header and blank lines included); readers that keep
+    # only some rows report those rows' own counts beside it.
     lines_with_replacement: int = 0  # lines whose undecodable bytes became U+FFFD
     replacement_chars: int = 0
     split: str | None = None
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    encoding: str = ""           # as asked: "auto" or a codec name
+    decoded_lines: dict[str, int] = dataclasses.field(default_factory=dict)  # codec -> lines
+
+    def set_decoding(self, encoding: str, counts: LineDecoding) -> None:
+        self.encoding = encoding
+        self.decoded_lines = counts.by_encoding(encoding)
+        self.lines_with_replacement = counts.replaced_lines
+        self.replacement_chars = counts.replacement_chars
 
 
 @dataclasses.dataclass
 class ReadResult:
-    essays: list[Any]              # asap.Essay or ell.EllEssay, in file order
+    essays: list[Any]              # asap.Essay, ell.EllEssay or essays_tsv.NewEssay, in file order
     files: list[FileStats]
     skipped: collections.Counter   # reason -> rows skipped
     skip_examples: list[str]       # "file:line: detail", the first few of each reason
@@ -79,6 +94,27 @@ class SkipCounter:
         stats.skipped[reason] = stats.skipped.get(reason, 0) + 1
         if self.counts[reason] <= EXAMPLES_PER_REASON:
             self.examples.append(message)
+
+
+def decoding_report(counts: LineDecoding, encoding: str) -> dict[str, Any]:
+    """JSON-able decoding of some lines: ``{"encoding", "lines": {codec: n},
+    "lines_with_replacement", "replacement_chars"}``."""
+    return {"encoding": encoding, "lines": counts.by_encoding(encoding),
+            "lines_with_replacement": counts.replaced_lines,
+            "replacement_chars": counts.replacement_chars}
+
+
+def summary(result: ReadResult) -> dict[str, Any]:
+    """What a read saw, JSON-able: per file its rows, essays, blank lines and decoding;
+    rows skipped per reason with ``file:line: detail`` examples; notes. Every data row of
+    the files is either one of ``essays`` or counted in ``skipped``."""
+    files = [{"path": f.path, "format": f.format, "rows": f.rows, "essays": f.essays,
+              "blank_lines": f.blank_lines, "skipped": dict(sorted(f.skipped.items())),
+              "encoding": f.encoding, "decoded_lines": dict(f.decoded_lines),
+              "replacement_chars": f.replacement_chars} for f in result.files]
+    return {"files": files, "rows": sum(f.rows for f in result.files),
+            "essays": len(result.essays), "skipped": dict(sorted(result.skipped.items())),
+            "skip_examples": list(result.skip_examples), "notes": dict(result.notes)}
 
 
 def refuse_existing(output_dir: str | os.PathLike, overwrite: bool,

@@ -2,8 +2,9 @@
 
 Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas instead of pyplot, so
 nothing here touches pyplot's global backend or figure registry: it works headless, in
-threads, and next to code that uses pyplot interactively. Every function writes one PNG
-at ``DPI`` (no tight bounding box, so pixel sizes are predictable) and returns its path.
+threads, and next to code that uses pyplot interactively. Every ``*_png`` function writes
+one PNG at ``DPI`` (no tight bounding box, so pixel sizes are predictable) and returns its
+path; ``*_figure`` builds the same figure without writing it (tests read its parts).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 100
 MAX_ANNOTATED_LABELS = 20  # beyond this, per-cell counts are unreadable
@@ -48,30 +50,53 @@ def confusion_figsize(n_labels: int) -> tuple[float, float]:
     return min(6.0 + extra, 14.0), min(5.0 + extra, 12.0)
 
 
-def confusion_matrix_png(cm: np.ndarray, labels: Sequence[int], title: str,
-                         path: str | Path) -> Path:
+def confusion_title(title: str, n: int, qwk: float | None = None) -> str:
+    """``title`` followed by what the reader needs to judge the figure: how many essays it
+    counts and, when given, their QWK (e.g. "prompt 3 (test, step 300): n=150, QWK 0.712")."""
+    return f"{title}: n={n}" + ("" if qwk is None else f", QWK {qwk:.3f}")
+
+
+def _integer_counts(cm: np.ndarray) -> np.ndarray:
+    if cm.size and not np.array_equal(cm, np.round(cm)):
+        raise ValueError("confusion matrix holds non-integer counts")
+    return cm.astype(np.int64)
+
+
+def confusion_matrix_figure(cm: np.ndarray, labels: Sequence[int], title: str,
+                            qwk: float | None = None) -> Figure:
     """Heat map of a confusion matrix (rows = gold, columns = predicted, as in
-    metrics.confusion_matrix), with counts written in the cells when there are few labels."""
+    metrics.confusion_matrix) titled by ``confusion_title``, with an integer colour scale
+    from 0 and counts written in the cells when there are few labels."""
     cm = np.asarray(cm)
     n = len(labels)
     if cm.shape != (n, n):
         raise ValueError(f"confusion matrix shape {cm.shape} does not match {n} labels")
+    cm = _integer_counts(cm)
     fig = _new_figure(*confusion_figsize(n))
     ax = fig.add_subplot()
-    image = ax.imshow(cm, cmap="Blues", interpolation="nearest", origin="upper")
-    fig.colorbar(image, ax=ax, label="essays")
+    # vmax >= 1 so an all-zero matrix still gets a scale; counts are essays, so the colour
+    # bar only ticks whole numbers.
+    image = ax.imshow(cm, cmap="Blues", interpolation="nearest", origin="upper", vmin=0,
+                      vmax=max(int(cm.max(initial=0)), 1))
+    fig.colorbar(image, ax=ax, label="essays", ticks=MaxNLocator(integer=True))
     ticks = np.arange(0, n, _tick_stride(n))
     ax.set_xticks(ticks, [str(labels[i]) for i in ticks])
     ax.set_yticks(ticks, [str(labels[i]) for i in ticks])
     ax.set_xlabel("predicted rating")
     ax.set_ylabel("gold rating")
-    ax.set_title(title)
+    ax.set_title(confusion_title(title, int(cm.sum()), qwk))
     if n <= MAX_ANNOTATED_LABELS:
         threshold = cm.max() / 2 if cm.size and cm.max() > 0 else 0
         for (i, j), count in np.ndenumerate(cm):
-            ax.text(j, i, f"{count:g}", ha="center", va="center", fontsize=8,
+            ax.text(j, i, str(int(count)), ha="center", va="center", fontsize=8,
                     color="white" if count > threshold else "black")
-    return _save(fig, path)
+    return fig
+
+
+def confusion_matrix_png(cm: np.ndarray, labels: Sequence[int], title: str,
+                         path: str | Path, qwk: float | None = None) -> Path:
+    """``confusion_matrix_figure`` written to ``path``."""
+    return _save(confusion_matrix_figure(cm, labels, title, qwk), path)
 
 
 # --------------------------------------------------------------------------- learning curve
@@ -105,16 +130,27 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return steps, values
 
 
-def learning_curve_png(metrics_jsonl_path: str | Path, path: str | Path,
-                       keys: Sequence[str] = ("loss", "eval_loss"),
-                       extra_keys: Sequence[str] = ("eval_mean_qwk",)) -> Path:
+def qwk_axis_limits(values: Sequence[float]) -> tuple[float, float]:
+    """A fixed 0-1 range, so curves of different runs compare by eye; widened only when a
+    value falls outside it (a QWK below chance)."""
+    return min(0.0, *values), max(1.0, *values)
+
+
+def learning_curve_figure(metrics_jsonl_path: str | Path,
+                          keys: Sequence[str] = ("loss", "eval_loss"),
+                          extra_keys: Sequence[str] = ("eval_mean_qwk",),
+                          labels: Mapping[str, str] | None = None) -> Figure:
     """Loss-like ``keys`` against step on the left axis, QWK-like ``extra_keys`` on a twin
-    right axis (their scales differ by orders of magnitude). Keys absent from the run are
-    left out; a file with no records, or with none of the keys, is an error naming it."""
+    right axis (their scales differ by orders of magnitude) fixed to ``qwk_axis_limits``.
+    ``labels`` names keys in the legend and axis labels (e.g. eval_mean_qwk -> "dev mean
+    QWK (eval_mean_qwk)": the log's keys do not say which split "eval" was). Keys absent
+    from the run are left out; a file with no records, or with none of the keys, is an
+    error naming it."""
     src = Path(metrics_jsonl_path)
     records = _read_metrics_jsonl(src)
     if not records:
         raise ValueError(f"{src} has no metric records; nothing to plot")
+    name = {k: (labels or {}).get(k, k) for k in (*keys, *extra_keys)}
     left = [(k, *_series(records, k)) for k in keys]
     right = [(k, *_series(records, k)) for k in extra_keys]
     left, right = [s for s in left if s[1]], [s for s in right if s[1]]
@@ -127,19 +163,28 @@ def learning_curve_png(metrics_jsonl_path: str | Path, path: str | Path,
     handles = []
     for key, steps, values in left:
         handles += ax.plot(steps, values, marker="o" if len(steps) < 50 else None,
-                           markersize=3, label=key)
-    ax.set_ylabel(", ".join(k for k, *_ in left) or "loss")
+                           markersize=3, label=name[key])
+    ax.set_ylabel(", ".join(name[k] for k, *_ in left) or "loss")
     if right:
         twin = ax.twinx()
         colours = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
         for (key, steps, values), colour in zip(right, colours * len(right)):
             handles += twin.plot(steps, values, marker="s", markersize=3, linestyle="--",
-                                 color=colour, label=key)
-        twin.set_ylabel(", ".join(k for k, *_ in right))
+                                 color=colour, label=name[key])
+        twin.set_ylabel(", ".join(name[k] for k, *_ in right))
+        twin.set_ylim(*qwk_axis_limits([v for _, _, vs in right for v in vs]))
     ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best")
     ax.set_title(src.parent.name or src.name)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig
+
+
+def learning_curve_png(metrics_jsonl_path: str | Path, path: str | Path,
+                       keys: Sequence[str] = ("loss", "eval_loss"),
+                       extra_keys: Sequence[str] = ("eval_mean_qwk",),
+                       labels: Mapping[str, str] | None = None) -> Path:
+    """``learning_curve_figure`` written to ``path``."""
+    return _save(learning_curve_figure(metrics_jsonl_path, keys, extra_keys, labels), path)
 
 
 # --------------------------------------------------------------------------- self-consistency

@@ -15,9 +15,9 @@ from typing import Any, Iterable
 
 import jax
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from aes_jax.interop.safetensors_file import open_safetensors
 from aes_jax.models.llama import ConfigError, LlamaConfig
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     if not single.is_file():
         raise CheckpointError(f"{model_dir}: neither {SINGLE_FILE} nor {INDEX_FILE} found "
                               "(only safetensors checkpoints are read; convert .bin files first)")
-    with safe_open(single, framework="numpy") as f:
+    with open_safetensors(single) as f:
         return {name: single for name in f.keys()}
 
 
@@ -214,7 +214,7 @@ def read_safetensors(model_dir: PathLike, cfg: LlamaConfig) -> dict[str, np.ndar
     for name in expected:
         by_file.setdefault(files[name], []).append(name)
     for path, names in by_file.items():
-        with safe_open(path, framework="numpy") as f:
+        with open_safetensors(path) as f:
             for name in names:
                 t = f.get_tensor(name)
                 if tuple(t.shape) != expected[name]:

@@ -17,9 +17,9 @@ from typing import Any
 
 import jax
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from aes_jax.interop.safetensors_file import open_safetensors
 from aes_jax.interop.hf import CheckpointError, PathLike, stack_layers, unstack_layers
 from aes_jax.models import lora as lora_lib
 from aes_jax.models.llama import LlamaConfig
@@ -242,7 +242,7 @@ def _weights_file(adapter_dir: Path) -> Path:
 def _read_tensors(path: Path, cfg: LlamaConfig, modules: frozenset[str],
                   rank: int) -> list[dict]:
     """Reads and checks every expected tensor; returns the per-layer lora dicts."""
-    with safe_open(path, framework="numpy") as f:
+    with open_safetensors(path) as f:
         present = set(f.keys())
         expected = {}
         for i in range(cfg.num_hidden_layers):

@@ -84,6 +84,15 @@ class CausalLM:
             return None
         return self.path.parent if self.path.is_file() else self.path
 
+    def describe(self) -> str:
+        """One line for the training header: which model, its shape, how it is tuned."""
+        c = self.cfg
+        name = "tiny random LLaMA" if self.path is None else str(self.path)
+        tuning = (f"LoRA rank {c.lora.rank} on {c.lora.targets}" if self.uses_lora
+                  else "full fine-tuning")
+        return (f"{name} ({c.num_hidden_layers} layers, hidden {c.hidden_size}, "
+                f"{self.spec.dtype}), {tuning}")
+
     @property
     def base_cfg(self) -> LlamaConfig:
         return self.cfg.replace(lora=None)

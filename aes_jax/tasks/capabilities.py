@@ -3,6 +3,7 @@ check with `isinstance` (never `hasattr`). The loop's own contract is `train/tas
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
@@ -27,12 +28,30 @@ class Exporter(Protocol):
     def export(self, trainable: Any, frozen: Any, out_dir: str | Path) -> list[Path]: ...
 
 
+@dataclasses.dataclass
+class EssaysRead:
+    """What `Scorer.read_essays` returns: the essays to score, in the scorer's own form,
+    and a JSON-able account of the read (`aes_jax.data.read_report.summary`: per file its
+    rows, essays and decoding, rows skipped per reason with `file:line: detail` examples,
+    notes), which `launch.score` prints and puts into its report."""
+
+    essays: list[Any]
+    report: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.essays)
+
+
 @runtime_checkable
 class Scorer(Protocol):
     """Scores essays with trained params (`launch.score`): new essays from a file in the
     scorer's input format, or a split of the run's dataset (with gold scores)."""
 
-    def read_essays(self, path: str | Path, limit: int = 0) -> list[Any]: ...
+    def read_essays(self, path: str | Path, limit: int = 0, *, strict: bool = False,
+                    encoding: str = "auto") -> EssaysRead:
+        """The file's essays (the first `limit`; 0 = all). A bad row is skipped and
+        counted in the report, or with `strict` raises a `ValueError` naming file:line;
+        `encoding` is "auto" (UTF-8, cp1252 for bytes that are not UTF-8) or a codec."""
 
     def split_essays(self, split: str, limit: int = 0) -> list[Any]: ...
 

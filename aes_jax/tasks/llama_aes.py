@@ -41,6 +41,7 @@ from aes_jax.losses import number_tokens, weighting
 from aes_jax.losses.lm import masked_cross_entropy, token_nll
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.tasks import llama_aes_scoring
+from aes_jax.tasks.capabilities import EssaysRead
 from aes_jax.tasks.llama_aes_options import LlamaAesOptions
 
 log = logging.getLogger(__name__)
@@ -270,12 +271,30 @@ class LlamaAesTask:
             result[f"{name}_mcrmse"] = report["mcrmse"]
         return result
 
+    # ------------------------------------------------------------------ console
+    def describe(self) -> dict[str, str]:
+        d = self.options.data
+        return {"model": self.lm.describe(),
+                "data": f"{self.data_dir}: {len(self.train_examples)} train, "
+                        f"{len(self.split_examples(d.eval_split, d.limit_eval))} {d.eval_split} "
+                        f"examples, traits {', '.join(self.traits)}, seq_len {d.seq_len}",
+                "loss": f"CE + NTL {self.options.ntl_weight:g} + EMO {self.options.emo_weight:g}"
+                        f", {self.weighting} weighting"}
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        return ("loss", "tf_expected_qwk_mean", "tf_expected_mcrmse", "tf_argmax_qwk_mean")
+
+    def best_metric(self) -> tuple[str, str]:
+        return "eval_tf_expected_qwk_mean", "max"
+
     # ------------------------------------------------------------------ scoring
     def split_essays(self, split: str, limit: int = 0) -> list:
         return llama_aes_scoring.split_inputs(self, split, limit)
 
-    def read_essays(self, path: str | Path, limit: int = 0) -> list:
-        return llama_aes_scoring.jsonl_inputs(self, path, limit)
+    def read_essays(self, path: str | Path, limit: int = 0, *, strict: bool = False,
+                    encoding: str = "auto") -> EssaysRead:
+        del strict  # a JSONL file skips no rows: a bad line always raises (file:line)
+        return llama_aes_scoring.jsonl_inputs(self, path, limit, encoding=encoding)
 
     def inference_model(self, trainable: dict, frozen: dict) -> tuple[Any, dict]:
         return self.lm.inference_params(self._lm_trainable(trainable), frozen)

@@ -4,15 +4,17 @@ file in the PyTorch original's format), greedy + expected-score decoding through
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from aes_jax.data import mtl_io
+from aes_jax.data import mtl_io, read_report
 from aes_jax.data.score_format import ScoringInput
 from aes_jax.eval import llm_scoring
+from aes_jax.tasks.capabilities import EssaysRead
 
 
 def split_inputs(task: Any, split: str, limit: int = 0) -> list[ScoringInput]:
@@ -24,14 +26,17 @@ def split_inputs(task: Any, split: str, limit: int = 0) -> list[ScoringInput]:
             for i, (ex, enc) in enumerate(zip(examples, encoded))]
 
 
-def jsonl_inputs(task: Any, path: str | Path, limit: int = 0) -> list[ScoringInput]:
+def jsonl_inputs(task: Any, path: str | Path, limit: int = 0, *,
+                 encoding: str = "auto") -> EssaysRead:
     """Prompts of a JSONL file in the PyTorch original's format. An example whose output
     holds a score line is encoded exactly like training data (gold known, long essays
     shortened); one with an empty output is scored without gold, and its prompt must fit
-    seq_len as it is."""
+    seq_len as it is. A JSONL file has no skipped rows: a bad line raises naming
+    file:line (so `strict` changes nothing for it)."""
     seq_len = task.options.data.seq_len
+    examples, blank = mtl_io.read_jsonl_counted(path, encoding)
     inputs = []
-    for i, ex in enumerate(mtl_io.read_jsonl(path)[:limit or None]):
+    for i, ex in enumerate(examples[:limit or None]):
         essay_id = ex.essay_id or f"{Path(path).name}:{i + 1}"
         if ex.output.strip():
             enc = task.encode([ex], str(path))[0]
@@ -44,7 +49,14 @@ def jsonl_inputs(task: Any, path: str | Path, limit: int = 0) -> list[ScoringInp
             raise ValueError(f"{ex.name()}: prompt of {len(ids)} tokens exceeds seq_len="
                              f"{seq_len}; shorten the essay")
         inputs.append(ScoringInput(essay_id, ids, None))
-    return inputs
+    stats = read_report.FileStats(path=str(path), sha256="", format="jsonl",
+                                  rows=len(examples), essays=len(examples), blank_lines=blank,
+                                  encoding=encoding)
+    report = read_report.summary(read_report.ReadResult(examples, [stats],
+                                                        collections.Counter(), []))
+    if len(inputs) < len(examples):
+        report["not_scored_beyond_limit"] = len(examples) - len(inputs)
+    return EssaysRead(inputs, report)
 
 
 def score(task: Any, trainable: dict, frozen: dict, essays: Sequence[ScoringInput], *,

@@ -113,6 +113,20 @@ class LMLoraTask:
         metrics["perplexity"] = float(np.exp(min(metrics["loss"], 50.0)))
         return metrics
 
+    # ------------------------------------------------------------------ console
+    def describe(self) -> dict[str, str]:
+        train, evals = self.sources
+        d = self.data
+        return {"model": self.lm.describe(),
+                "data": f"{d.train_file or self.demo_file}: {len(train)} train / {len(evals)} "
+                        f"eval sequences of {d.seq_len} tokens"}
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        return ("loss", "perplexity")
+
+    def best_metric(self) -> tuple[str, str]:
+        return "eval_loss", "min"
+
     def tokens_in_batch(self, batch) -> int:
         return int(np.asarray(batch["loss_mask"]).sum())
 

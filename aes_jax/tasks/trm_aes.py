@@ -21,26 +21,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from aes_jax.data import asap, asap_records, pipeline, wordpiece
+from aes_jax.data import asap, asap_records, essays_tsv, pipeline, read_report, wordpiece
 from aes_jax.eval import metrics, plots
 from aes_jax.interop import assets
+from aes_jax.interop.safetensors_file import open_safetensors
 from aes_jax.models.trm import (TRM, TRMConfig, embedding_scale, init_params, predict,
                                 start_states)
 from aes_jax.tasks import trm_supervision
+from aes_jax.tasks.capabilities import EssaysRead
 from aes_jax.tasks.trm_supervision import Supervision
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_TENSOR = "embeddings.word_embeddings.weight"
+DEMO_MAX_TOKENS = 128
 
 
 def read_embedding_table(model_dir: Path) -> np.ndarray:
     """The word-embedding matrix [vocab, width] of a BERT-style HF dir (safetensors)."""
     path = model_dir / "model.safetensors"
-    with safe_open(path, framework="numpy") as f:
+    with open_safetensors(path) as f:
         names = [n for n in f.keys() if n.endswith(EMBEDDING_TENSOR)]
         if not names:
             raise KeyError(f"{path}: no tensor named *{EMBEDDING_TENSOR}")
@@ -54,7 +56,8 @@ class TRMAesOptions:
     dataset_dir: str = ""  # "" = the synthetic demo corpus built into WORKDIR/data
     eval_split: str = "dev"
     embeddings_dir: str = ""  # "" = the packaged MiniLM
-    max_tokens: int = 128  # for the demo dataset only; a built dataset says its own
+    # The demo dataset is built with it; a built dataset must have it (0 = its own).
+    max_tokens: int = 128
     model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dtype: str = "float32"
     train_traits: bool = True
@@ -83,19 +86,31 @@ class TRMAesTask:
         self.options = TRMAesOptions.from_config(config)
         o = self.options
         self.dataset_dir = Path(o.dataset_dir) if o.dataset_dir else Path(workdir) / "data"
+        if o.dataset_dir and (self.dataset_dir / "manifest.json").is_file():
+            self.seq_len  # a length mismatch fails here, before a run writes anything
 
     def prepare_data(self) -> None:
         if not self.options.dataset_dir:
-            asap_records.build_demo_dataset(self.dataset_dir, self.options.max_tokens)
+            asap_records.build_demo_dataset(self.dataset_dir,
+                                            self.options.max_tokens or DEMO_MAX_TOKENS)
 
     # ------------------------------------------------------------------ dataset facts
     @functools.cached_property
     def manifest(self) -> dict:
         return asap_records.load_manifest(self.dataset_dir)
 
-    @property
+    @functools.cached_property
     def seq_len(self) -> int:
-        return int(self.manifest["max_tokens"])
+        """The dataset's sequence length; config data.max_tokens must name the same (0 =
+        take the dataset's), so a config never trains silently on another length."""
+        built, asked = int(self.manifest["max_tokens"]), int(self.options.max_tokens)
+        if asked and asked != built:
+            fix = (f"rebuild it with launch.build_dataset --max_tokens={asked}"
+                   if self.options.dataset_dir else "use a new --workdir")
+            raise ValueError(f"config data.max_tokens={asked}, but {self.dataset_dir} was built "
+                             f"with max_tokens={built}: {fix}, or pass "
+                             f"--config.data.max_tokens={built} (or 0: the dataset's length)")
+        return built
 
     @property
     def pad_id(self) -> int:
@@ -244,11 +259,42 @@ class TRMAesTask:
                 out[f"qwk_{metrics.trait_key(t)}"] = rep["mean_qwk"]
         return out
 
+    # ------------------------------------------------------------------ console
+    def describe(self) -> dict[str, str]:
+        c, o = self.model_cfg, self.options
+        halting = "halting on" if o.supervision.use_halting else "no halting"
+        return {"model": f"TRM hidden {c.hidden_size}, {c.num_layers} layers, H {c.h_cycles} x "
+                         f"L {c.l_cycles} cycles, n_sup {c.n_sup}, {c.num_outputs} outputs",
+                "supervision": f"{o.supervision.scheme}, {halting}",
+                "data": f"{self.dataset_dir}: {len(self.source('train'))} train, "
+                        f"{len(self.source(o.eval_split))} {o.eval_split} essays, prompts "
+                        f"{sorted(self.ranges)}, {self.seq_len} tokens"}
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        return ("mean_qwk", *(f"qwk_p{p}" for p in sorted(self.ranges)), "mean_steps")
+
+    def best_metric(self) -> tuple[str, str]:
+        return "eval_mean_qwk", "max"
+
     # ------------------------------------------------------------------ scoring
-    def read_essays(self, path: str | Path, limit: int = 0) -> list[dict]:
-        """A TSV of new essays (header with at least essay_id, essay_set, essay; the
-        official ASAP layout qualifies, score columns are ignored) -> records."""
-        return self.encode_essays(read_essays_tsv(Path(path))[:limit or None])
+    def read_essays(self, path: str | Path, limit: int = 0, *, strict: bool = False,
+                    encoding: str = "auto") -> EssaysRead:
+        """A TSV of new essays (`aes_jax.data.essays_tsv`: header with at least essay_id,
+        essay_set, essay; the official ASAP layout qualifies, score columns are ignored)
+        -> records, and the read's report. Essays of prompts the model was not trained on
+        are skipped and counted like the file's bad rows."""
+        result = essays_tsv.read_essays_file(path, strict=strict, encoding=encoding,
+                                             prompts=self.ranges)
+        if not result.essays:
+            raise essays_tsv.EssaysFormatError(
+                f"{path}: no essay to score ({result.files[0].rows} rows after the header; "
+                f"skipped: {dict(result.skipped) or 'none'})")
+        kept = result.essays[:limit or None]
+        report = read_report.summary(result)
+        if len(kept) < len(result.essays):  # so every row is scored or accounted for
+            report["not_scored_beyond_limit"] = len(result.essays) - len(kept)
+        return EssaysRead(self.encode_essays([(e.essay_id, e.prompt, e.text) for e in kept]),
+                          report)
 
     def split_essays(self, split: str, limit: int = 0) -> list[dict]:
         """The records of a split of the run's dataset (gold scores known)."""
@@ -278,16 +324,19 @@ class TRMAesTask:
 
     def write_eval_artifacts(self, outputs: list[dict], out_dir: Path, *, split: str,
                              step: int) -> list[Path]:
-        """predictions_<split>.csv and one confusion-matrix PNG per prompt."""
+        """predictions_<split>.csv and one confusion-matrix PNG per prompt, titled with its
+        essay count and QWK."""
         rows = self.predictions(outputs)
         written = [write_predictions_csv(rows, out_dir / f"predictions_{split}.csv")]
         for prompt in sorted(set(rows["prompt"].tolist())):
             lo, hi = self.ranges[prompt]
             sel = rows["prompt"] == prompt
-            cm = metrics.confusion_matrix(rows["gold"][sel], rows["pred"][sel], lo, hi)
+            gold, pred = rows["gold"][sel], rows["pred"][sel]
+            cm = metrics.confusion_matrix(gold, pred, lo, hi)
             path = out_dir / f"confusion_{split}_p{prompt}.png"
             plots.confusion_matrix_png(cm, list(range(lo, hi + 1)),
-                                       f"prompt {prompt} ({split}, step {step})", path)
+                                       f"prompt {prompt} ({split}, step {step})", path,
+                                       qwk=metrics.qwk(gold, pred, lo, hi))
             written.append(path)
         return written
 
@@ -343,30 +392,6 @@ class TRMAesTask:
             {"model": self.model_cfg.__dict__, "score_ranges": self.ranges,
              "tokenizer": self.manifest["tokenizer"]}, indent=2) + "\n")
         return [out]
-
-
-REQUIRED_COLUMNS = ("essay_id", "essay_set", "essay")
-
-
-def read_essays_tsv(path: Path) -> list[tuple[int, int, str]]:
-    """(essay_id, prompt, text) rows of a tab-separated file with a header."""
-    csv.field_size_limit(2**31 - 1)
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: header lacks column(s) {missing}; expected at least "
-                             f"{list(REQUIRED_COLUMNS)} (tab-separated)")
-        essays = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                essays.append((int(row["essay_id"]), int(row["essay_set"]), row["essay"] or ""))
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{line}: essay_id and essay_set must be integers "
-                                 f"({e})") from e
-    if not essays:
-        raise ValueError(f"{path}: no essays after the header")
-    return essays
 
 
 def write_predictions_csv(rows: Mapping[str, np.ndarray], path: Path) -> Path:

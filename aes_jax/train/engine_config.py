@@ -35,6 +35,10 @@ class EngineConfig:
         default_factory=lambda: dict(data=-1, fsdp=1, tensor=1))  # -1 = the rest
     sharding_rules: tuple = DEFAULT_RULES  # logical axis -> mesh axes
     peak_flops_per_device: float = 0.0  # for MFU; 0 = look it up from the device kind
+    # The dev metric the best checkpoint is kept on: "" = the task's default, "none" = keep
+    # no best; best_mode "" = the task's direction for its default, else from the name.
+    best_metric: str = ""
+    best_mode: str = ""
 
     @classmethod
     def from_config(cls, config: Any) -> "EngineConfig":
@@ -64,5 +68,12 @@ class EngineConfig:
         if self.global_batch_size % self.grad_accum_steps:
             raise ValueError(f"config.global_batch_size={self.global_batch_size} is not "
                              f"divisible by config.grad_accum_steps={self.grad_accum_steps}")
+        if self.best_mode not in ("", "max", "min"):
+            raise ValueError(f"config.best_mode={self.best_mode!r}: expected max, min or '' "
+                             "(the task's / inferred from the metric's name)")
+        if self.best_metric and self.best_metric != "none" and not self.best_metric.startswith(
+                "eval_"):
+            raise ValueError(f"config.best_metric={self.best_metric!r}: expected a logged "
+                             "eval key such as eval_mean_qwk or eval_loss, or none")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"config.ema_decay={self.ema_decay}: expected [0, 1)")

@@ -8,6 +8,7 @@ never looks a task up by name.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -19,14 +20,15 @@ import jax
 import optax
 from tqdm import tqdm
 
-from aes_jax.train import sharding
+from aes_jax.train import console, sharding
 from aes_jax.train.checkpoint import Checkpointer, abstract_like
 from aes_jax.train.engine_config import EngineConfig
 from aes_jax.train.metrics_writer import MetricWriter, peak_flops, truncate_after
 from aes_jax.train.optim import make_optimizer
 from aes_jax.train.state import TrainState
 from aes_jax.train.step import make_train_step, stateless
-from aes_jax.train.task import StatefulTask, Task
+from aes_jax.train.interrupt import StopRequests, TrainingInterrupted
+from aes_jax.train.task import ReportingTask, StatefulTask, Task
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +77,63 @@ def train(task: Task, config: Any, workdir: str | Path) -> dict[str, Any]:
         return _train(task, engine, Path(workdir), mesh, rules)
 
 
+LOWER_IS_BETTER = ("loss", "rmse", "mse", "mae", "perplexity")
+
+
+def best_metric_of(task: Task, config: EngineConfig) -> tuple[str, str] | None:
+    """(key, "max"/"min") the best checkpoint is kept on, or None (config.best_metric)."""
+    if config.best_metric == "none":
+        return None
+    default = task.best_metric() if isinstance(task, ReportingTask) else None
+    name = config.best_metric or (default[0] if default else "")
+    if not name:
+        return None
+    if config.best_mode:
+        return name, config.best_mode
+    if default and name == default[0]:
+        return default
+    return name, "min" if any(w in name for w in LOWER_IS_BETTER) else "max"
+
+
+def _read_last_record(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    lines = path.read_text().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
 def _train(task: Task, config: EngineConfig, workdir: Path, mesh, rules) -> dict[str, Any]:
+    with StopRequests() as stop:
+        return _run(task, config, workdir, mesh, rules, stop)
+
+
+def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: StopRequests
+         ) -> dict[str, Any]:
     is_main = jax.process_index() == 0
+    say = print if is_main else (lambda *a, **k: None)
     stateful = isinstance(task, StatefulTask)
-    log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
-             jax.process_count())
+    reporting = isinstance(task, ReportingTask)
+    tracked = best_metric_of(task, config)
+    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints,
+                        async_save=config.async_checkpointing, track_best=tracked is not None)
+    start = ckpt.latest_step() or 0
+    headline = task.headline_metrics() if reporting else None
+    if start >= config.total_steps:  # a finished run started again
+        ckpt.close()
+        last = _read_last_record(workdir / "metrics.jsonl")
+        keys = console.headline_keys(last, headline)
+        for line in console.summary_lines(
+                f"{workdir}: already finished at step {start} (config.total_steps="
+                f"{config.total_steps}); its last metrics:", last, keys, ckpt.best()):
+            say(line)
+        return last
 
     optimizer, schedule = make_optimizer(dict(config.optimizer), config.total_steps)
     with nn.logical_axis_rules(()):  # init runs dummy shapes that the batch axes don't divide
         trainable, frozen = task.init(jax.random.PRNGKey(config.seed))
         trainable_axes, frozen_axes = task.logical_axes()
+    n_trainable = console.count_params(trainable)
+    n_total = n_trainable + console.count_params(frozen)
     trainable_sh = sharding.tree_shardings(trainable_axes, trainable, mesh, rules)
     frozen_sh = sharding.tree_shardings(frozen_axes, frozen, mesh, rules)
     trainable = jax.device_put(trainable, trainable_sh)
@@ -102,14 +151,20 @@ def _train(task: Task, config: EngineConfig, workdir: Path, mesh, rules) -> dict
 
     iterator = task.train_iterator(config.global_batch_size, config.seed, jax.process_index(),
                                    jax.process_count())
-    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints,
-                        async_save=config.async_checkpointing)
-    start = ckpt.latest_step() or 0
+    described = task.describe() if reporting else {}
+    for line in [f"training {workdir}:", *console.header_lines(
+            task_name=type(task).__name__, described=described, trainable=n_trainable,
+            total=n_total, engine=config, mesh_shape=dict(mesh.shape),
+            devices=jax.device_count(), processes=jax.process_count(), workdir=str(workdir),
+            start=start)]:
+        say(line)
+    if tracked:
+        say(f"  best checkpoint on {tracked[0]} ({tracked[1]}), kept beside the last "
+            f"{config.keep_checkpoints}")
     if start:
         state, data_state = ckpt.restore(start, abstract_like(state_shapes, state_sh))
         iterator.set_state(data_state)
-        if is_main:
-            print(f"resumed from {ckpt.directory / str(start)} at step {start}", flush=True)
+        say(f"resumed from {ckpt.directory / str(start)} at step {start}", flush=True)
     if is_main:
         truncate_after(workdir / "metrics.jsonl", start)
 
@@ -127,19 +182,32 @@ def _train(task: Task, config: EngineConfig, workdir: Path, mesh, rules) -> dict
     pending: list[tuple[int, dict]] = []
     window_tokens, window_start = 0, time.perf_counter()
     last: dict[str, Any] = {}
+    best = ckpt.best()
     bar = tqdm(total=config.total_steps, initial=start, disable=not is_main, unit="step",
                dynamic_ncols=True)
+    write = bar.write if is_main else (lambda *a, **k: None)
+    step = start
     try:
         for step in range(start + 1, config.total_steps + 1):
+            if step == start + 1:
+                write(f"compiling the train step (step {step} includes it) ...")
+                compile_start = time.perf_counter()
             local = next(iterator)
             window_tokens += task.tokens_in_batch(local) * jax.process_count()
             state, metrics = train_step(state, frozen, sharding.global_batch(local, mesh))
             pending.append((step, metrics))
+            if step == start + 1:
+                jax.block_until_ready(metrics)
+                write(f"step {step} done in {time.perf_counter() - compile_start:.1f} s "
+                      "(compile included)")
 
+            signum = stop.agreed()
             is_last = step == config.total_steps
-            do_eval = config.eval_every and (step % config.eval_every == 0 or is_last)
-            do_ckpt = step % config.checkpoint_every == 0 or is_last
-            do_log = step % config.log_every == 0 or is_last or do_eval
+            do_eval = bool(config.eval_every) and (step % config.eval_every == 0 or is_last)
+            # An evaluation may set a new best: its checkpoint is saved so it can be kept.
+            do_ckpt = (step % config.checkpoint_every == 0 or is_last or signum is not None
+                       or (do_eval and tracked is not None))
+            do_log = step % config.log_every == 0 or is_last or do_eval or signum is not None
             if not (do_log or do_ckpt):
                 continue
             pending = jax.device_get(pending)
@@ -147,12 +215,13 @@ def _train(task: Task, config: EngineConfig, workdir: Path, mesh, rules) -> dict
             if bad is not None:
                 bad_metrics = dict(pending)[bad]
                 raise NonFiniteLossError(
-                    f"loss {float(bad_metrics['loss'])} / gradient norm "
+                    f"non-finite loss {float(bad_metrics['loss'])} / gradient norm "
                     f"{float(bad_metrics['grad_norm'])} at step {bad}; stopping. "
                     f"The last good checkpoint is kept in {ckpt.directory} "
                     f"(step {ckpt.latest_step()}).")
             elapsed = time.perf_counter() - window_start
             tokens_per_s = window_tokens / elapsed if elapsed > 0 else 0.0
+            best_here = None
             if do_log:
                 record = {k: float(v) for k, v in pending[-1][1].items()}
                 record["tokens_per_s"] = tokens_per_s
@@ -161,15 +230,48 @@ def _train(task: Task, config: EngineConfig, workdir: Path, mesh, rules) -> dict
                 if do_eval:
                     record.update(evaluate(task, eval_step, state, frozen, config.eval_batch_size,
                                            mesh))
+                    if tracked and tracked[0] not in record:
+                        write(f"best_metric {tracked[0]} is not an eval metric (have "
+                              f"{', '.join(k for k in record if k.startswith('eval_'))}); "
+                              "no best checkpoint is kept")
+                        tracked = None
+                    best_here, best = _track_best(tracked, record, step, best)
+                    write(console.eval_line(step, record, console.headline_keys(record, headline),
+                                            best))
                 writer.write(step, record)
                 last = {"step": step, **record}
                 bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{tokens_per_s:,.0f}")
             bar.update(len(pending))
             pending, window_tokens, window_start = [], 0, time.perf_counter()
             if do_ckpt:
-                ckpt.save(step, state, iterator.get_state())
+                ckpt.save(step, state, iterator.get_state(), best_metric=best_here)
+            if signum is not None:
+                ckpt.wait()
+                raise TrainingInterrupted(step, signum, str(workdir))
+        signum = stop.agreed()
+        if signum is not None and step == start:  # a signal before the first step
+            raise TrainingInterrupted(None, signum, str(workdir))
     finally:
         bar.close()
         ckpt.close()
         writer.close()
+    keys = console.headline_keys(last, headline)
+    for line in console.summary_lines(f"finished step {last.get('step')} in {workdir}:",
+                                      last, keys, best):
+        say(line)
     return last
+
+
+def _track_best(tracked: tuple[str, str] | None, record: dict, step: int, best: dict | None
+                ) -> tuple[dict | None, dict | None]:
+    """(this step's metric, for its checkpoint; the best so far)."""
+    if tracked is None:
+        return None, best
+    name, mode = tracked
+    here = {"name": name, "mode": mode, "value": float(record[name])}
+    value = here["value"]
+    better = best is None or best.get("name") != name or (
+        value > best["value"] if mode == "max" else value < best["value"])
+    if math.isfinite(value) and better:
+        best = {"step": step, **here}
+    return here, best

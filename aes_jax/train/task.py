@@ -69,3 +69,19 @@ class StatefulTask(Task, Protocol):
                         rng: jax.Array, step: jax.Array
                         ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
         """Pure: (mean loss, scalar metrics, the state for the next step)."""
+
+
+@runtime_checkable
+class ReportingTask(Task, Protocol):
+    """A task that tells the console and the best-checkpoint keeper what matters. Tasks
+    without it get a generic header, the first eval metrics and no default best metric."""
+
+    def describe(self) -> dict[str, Any]:
+        """Header lines before step 1, name -> value (model, dataset sizes, ...)."""
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        """Eval keys (without the `eval_` prefix) printed at each evaluation."""
+
+    def best_metric(self) -> tuple[str, str]:
+        """(logged key, e.g. "eval_mean_qwk"; "max" or "min"): the default dev metric the
+        best checkpoint is chosen on (`config.best_metric` overrides it)."""
