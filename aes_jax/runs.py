@@ -1,11 +1,12 @@
 """A training run directory, above tasks and the engine: rebuild its task from
-RUN/config.json, restore its params from a checkpoint, evaluate it into RUN/eval/."""
+RUN/config.json, compare a new config with it before resuming, restore its params from a
+checkpoint, evaluate it into RUN/eval/."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -32,6 +33,71 @@ def load_config(run_dir: str | Path, overrides: Mapping[str, Any] | None = None
             node = node[p]
         node[leaf] = value
     return config
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested JSON dicts -> {"a.b": leaf}."""
+    if isinstance(tree, dict) and tree:
+        out = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_changes(stored: dict, new: dict) -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (stored value, new value) for every key that differs."""
+    a, b = flatten(stored), flatten(new)
+    missing = object()
+    return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
+            if a.get(k, missing) != b.get(k, missing)}
+
+
+def _shown(value: Any) -> str:
+    text = "(absent)" if not isinstance(value, (str, int, float, bool, list, dict, type(None))
+                                        ) else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_resume(workdir: str | Path, resolved: dict, allowed: Sequence[str]
+                 ) -> dict[str, tuple]:
+    """The changes `allowed` (--allow_changes: dotted keys or prefixes) admits against
+    WORKDIR/config.json ({} for a new run); a ValueError naming the other changed keys."""
+    workdir = Path(workdir)
+    path = workdir / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); it is this run's stored config, "
+                         "fix or remove it") from None
+    changes = config_changes(stored, resolved)
+    refused = {k: v for k, v in changes.items()
+               if not any(k == a or k.startswith(a + ".") for a in allowed)}
+    if refused:
+        listed = ", ".join(f"{k} ({_shown(old)} -> {_shown(new)})"
+                           for k, (old, new) in list(refused.items())[:6])
+        more = f" and {len(refused) - 6} more" if len(refused) > 6 else ""
+        raise ValueError(
+            f"{workdir} is a run with a different config: {listed}{more}. Use a new "
+            f"--workdir, or pass --allow_changes={','.join(refused)} to resume it with the "
+            "new values")
+    return changes
+
+
+def record_config(workdir: Path, text: str, changes: Mapping[str, tuple], step: int) -> None:
+    """Writes the resolved config of a new run, or of a resumed one whose changes were
+    allowed (the stored one is kept as config_before_step_STEP.json)."""
+    path = workdir / "config.json"
+    if path.is_file() and not changes:
+        return
+    if path.is_file():  # allowed changes: keep what the earlier steps ran with
+        path.rename(workdir / f"config_before_step_{step}.json")
+        print(f"config changes allowed: {', '.join(changes)}; the earlier config is kept as "
+              f"config_before_step_{step}.json")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def load_run(run_dir: str | Path, overrides: Mapping[str, Any] | None = None

@@ -39,7 +39,7 @@ from absl import app, flags
 from aes_jax.interop import assets, hf
 from aes_jax.interop.torch_ref import llama as torch_llama
 from aes_jax.models.llama import Llama, LlamaConfig
-from bench.table import print_aligned  # noqa: F401  (the benchmarks import it from here)
+from bench.table import log, print_aligned  # noqa: F401  (the benchmarks import them from here)
 
 MODEL = flags.DEFINE_string(
     "model", "smollm2", "'tiny', 'smollm2' (packaged SmolLM2-135M-Instruct) or an HF directory.")
@@ -59,14 +59,8 @@ LOGIT_ATOL = flags.DEFINE_float(
 OUT = flags.DEFINE_string("out", "bench/results/llama_forward.json", "Where to write the JSON.")
 
 _DEFAULT_ATOL = {"float32": 1e-2, "bfloat16": 1.0}
-_T0 = time.perf_counter()
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def log(msg: str) -> None:
-    """Progress line with seconds since start, flushed so long runs show they are alive."""
-    print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.llama_forward import log
+from bench.table import log
 
 SPLITS = ("train", "dev", "test")
 LENGTH_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 7))

@@ -21,14 +21,8 @@ mean QWK (ties: lower dev mean RMSE, then the earlier step) is evaluated on test
 checkpoint's test score is reported too, as a row of its own, for reference only.
 One TRM model is trained on all the selected prompts together (normalised targets).
 
-Baselines (bench/trm_baselines.py), fitted per prompt on train, hyper-parameter chosen on
-dev by mean QWK (ties: lower dev RMSE), scored on test:
-  constant      the train mean score, rounded (QWK is 0 by construction)
-  length        ridge regression on the word count (alpha on dev)
-  tfidf         ridge on TF-IDF word 1-2 grams (sublinear tf, min_df 2, fitted on train),
-                alpha on dev
-  tfidf+length  the same TF-IDF features + standardised length features (log words,
-                chars, sentences, distinct words; mean word length), alpha on dev
+Baselines: constant, length, tfidf and tfidf+length ridge, fitted per prompt on train,
+hyper-parameter chosen on dev, scored on test (bench/trm_baselines.py says exactly how).
 (JSON files written before tfidf-only existed call tfidf+length "tfidf"; --from_json
 refits the baselines, so its tables use the names above.)
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.llama_forward import log
-from bench.table import print_aligned
+from bench.table import log, print_aligned
 from bench.trm_baselines import METHOD_LABELS
 
 # ----------------------------------------------------------------------------- bootstrap

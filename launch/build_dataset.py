@@ -37,6 +37,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from aes_jax.data.read_report import decoding_lines, skip_lines
 from launch import cli
 
 INPUT = flags.DEFINE_string("input", None, "ASAP TSV file(s), comma-separated; a directory "
@@ -120,14 +121,8 @@ def _summary(manifest: dict) -> str:
     for split, per_prompt in manifest["counts"].items():
         lines.append(f"  {split:>5}: " + ", ".join(f"prompt {p} {n}"
                                                     for p, n in per_prompt.items()))
-    skipped = manifest["skipped"]
-    lines.append("  skipped rows: " + (", ".join(f"{r} {n}" for r, n in skipped.items())
-                                       if skipped else "none"))
-    for example in manifest["skip_examples"][:10]:
-        lines.append(f"    {example}")
-    for note, n in manifest["notes"].items():
-        lines.append(f"  note: {note}: {n}")
-    lines += _decoding_lines(manifest)
+    lines += skip_lines(manifest)
+    lines += decoding_lines(manifest)
     over = manifest["overlength"]
     total_over = sum(n for d in over["over_limit"].values() for n in d.values())
     done = {"truncate": "truncated", "drop": "dropped"}[over["policy"]]
@@ -220,30 +215,9 @@ def _mtl_summary(manifest: dict, output_dir: str) -> str:
     lines.append(f"  feedback: {manifest['feedback']['mode']}"
                  + (" (SYNTHETIC template text)" if manifest["feedback"]["mode"] != "none"
                     else ""))
-    skipped = manifest["skipped"]
-    lines.append("  skipped rows: " + (", ".join(f"{r} {n}" for r, n in skipped.items())
-                                       if skipped else "none"))
-    for example in manifest.get("skip_examples", [])[:10]:
-        lines.append(f"    {example}")
-    for note, n in manifest.get("notes", {}).items():
-        lines.append(f"  note: {note}: {n}")
-    lines += _decoding_lines(manifest)
+    lines += skip_lines(manifest)
+    lines += decoding_lines(manifest)
     return "\n".join(lines)
-
-
-def _decoding_lines(manifest: dict) -> list[str]:
-    """How the kept essays' lines were decoded, and the bytes lost (kept vs whole files)."""
-    decoding = manifest.get("decoding")
-    if not decoding:
-        return []
-    out = ["  lines decoded (essays kept): " + ", ".join(
-        f"{codec} {n}" for codec, n in decoding["lines"].items())]
-    whole = sum(s.get("replacement_chars", 0) for s in manifest.get("sources", []))
-    if decoding["replacement_chars"] or whole:
-        out.append(f"  undecodable bytes replaced by U+FFFD: {decoding['replacement_chars']} "
-                   f"in {decoding['lines_with_replacement']} lines of the essays kept "
-                   f"({whole} in the whole input files)")
-    return out
 
 
 if __name__ == "__main__":

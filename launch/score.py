@@ -35,6 +35,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from aes_jax.data.read_report import skip_lines
 from launch import cli
 
 CKPT = flags.DEFINE_string("ckpt", None, "Training run directory (config.json, checkpoints/).",
@@ -68,13 +69,7 @@ def _input_summary(report: dict) -> str:
                      + (f"; lines decoded: {decoded}" if decoded else ""))
         if f["replacement_chars"]:
             lines.append(f"  undecodable bytes replaced by U+FFFD: {f['replacement_chars']}")
-    skipped = report["skipped"]
-    lines.append("  skipped rows: " + (", ".join(f"{r} {n}" for r, n in skipped.items())
-                                       if skipped else "none"))
-    for example in report["skip_examples"][:10]:
-        lines.append(f"    {example}")
-    for note, n in report["notes"].items():
-        lines.append(f"  note: {note}: {n}")
+    lines += skip_lines(report)
     if report.get("not_scored_beyond_limit"):
         lines.append(f"  not scored (beyond --limit): {report['not_scored_beyond_limit']}")
     return "\n".join(lines)

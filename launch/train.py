@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from absl import flags
 from ml_collections import config_flags
@@ -38,67 +37,6 @@ NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Total processes.")
 PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested JSON dicts -> {"a.b": leaf}."""
-    if isinstance(tree, dict) and tree:
-        out = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
-def config_changes(stored: dict, new: dict) -> dict[str, tuple[Any, Any]]:
-    """Dotted key -> (stored value, new value) for every key that differs."""
-    a, b = flatten(stored), flatten(new)
-    missing = object()
-    return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
-            if a.get(k, missing) != b.get(k, missing)}
-
-
-def _shown(value: Any) -> str:
-    text = "(absent)" if not isinstance(value, (str, int, float, bool, list, dict, type(None))
-                                        ) else json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def check_resume(workdir: Path, resolved: dict, allowed: list[str]) -> dict[str, tuple]:
-    """The changes --allow_changes admits against WORKDIR/config.json ({} for a new run);
-    a ValueError naming the other changed keys, before anything is written."""
-    path = workdir / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        stored = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); it is this run's stored config, "
-                         "fix or remove it") from None
-    changes = config_changes(stored, resolved)
-    refused = {k: v for k, v in changes.items()
-               if not any(k == a or k.startswith(a + ".") for a in allowed)}
-    if refused:
-        listed = ", ".join(f"{k} ({_shown(old)} -> {_shown(new)})"
-                           for k, (old, new) in list(refused.items())[:6])
-        more = f" and {len(refused) - 6} more" if len(refused) > 6 else ""
-        raise ValueError(
-            f"{workdir} is a run with a different config: {listed}{more}. Use a new "
-            f"--workdir, or pass --allow_changes={','.join(refused)} to resume it with the "
-            "new values")
-    return changes
-
-
-def _record_config(workdir: Path, text: str, changes: dict, step: int) -> None:
-    path = workdir / "config.json"
-    if path.is_file() and not changes:
-        return
-    if path.is_file():  # allowed changes: keep what the earlier steps ran with
-        path.rename(workdir / f"config_before_step_{step}.json")
-        print(f"config changes allowed: {', '.join(changes)}; the earlier config is kept as "
-              f"config_before_step_{step}.json")
-    workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main(argv):
     del argv
     if CONFIG.value is None:
@@ -113,6 +51,7 @@ def main(argv):
     import jax
 
     from aes_jax import tasks
+    from aes_jax.runs import check_resume, record_config
     from aes_jax.tasks.capabilities import PreparesData
     from aes_jax.train import loop
     from aes_jax.train.checkpoint import latest_step
@@ -124,7 +63,7 @@ def main(argv):
     changes = check_resume(workdir, json.loads(text), ALLOW_CHANGES.value)
     task = tasks.build(config, workdir)  # cheap, writes nothing; checks the task's fields
     if jax.process_index() == 0:
-        _record_config(workdir, text, changes, latest_step(workdir) or 0)
+        record_config(workdir, text, changes, latest_step(workdir) or 0)
     if isinstance(task, PreparesData):  # e.g. the demo dataset when the config names none
         task.prepare_data()
     try:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from launch.train import check_resume, config_changes
+from aes_jax.runs import check_resume, config_changes
 from tests.train_utils import REPO, TINY, env, run_train
 
 

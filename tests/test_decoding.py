@@ -76,7 +76,7 @@ def test_manifest_counts_the_decoding_of_the_prompts_kept(tmp_path):
     assert kept4["replacement_chars"] == 2 and kept4["decoding"]["lines"] == {
         "utf-8": 9, "cp1252": 1}
 
-    from launch.build_dataset import _decoding_lines
-    assert _decoding_lines(kept3) == ["  lines decoded (essays kept): utf-8 9, cp1252 1",
+    from aes_jax.data.read_report import decoding_lines
+    assert decoding_lines(kept3) == ["  lines decoded (essays kept): utf-8 9, cp1252 1",
                                       "  undecodable bytes replaced by U+FFFD: 0 in 0 lines "
                                       "of the essays kept (2 in the whole input files)"]

@@ -134,6 +134,7 @@ def test_per_step_training_resumes_exactly(tmp_path):
     def config(steps):
         c = get_config("demo")
         c.data.dataset_dir = str(tmp_path / "ds")
+        c.data.max_tokens = 16
         c.model.update(hidden_size=16, num_heads=2, intermediate_size=32, n_sup=2)
         c.update(total_steps=steps, global_batch_size=4, eval_every=0, checkpoint_every=2,
                  log_every=1, async_checkpointing=False)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from aes_jax.data.read_report import DataFormatError, FileStats, ReadResult, SkipCounter
-from aes_jax.data.tsv_records import (AUTO, LineDecoding, decode_lines, is_int, next_record,
+from aes_jax.data.tsv_records import (AUTO, LineDecoding, decode_lines, is_int, iter_records,
                                       repair_quotes)
 
 __all__ = [
@@ -384,18 +384,14 @@ def read_tsv(path: str | os.PathLike, *, strict: bool = False,
     skips, notes = SkipCounter(strict, AsapFormatError), collections.Counter()
     reader = _FileReader(path, header, stats.format, stats, skips, notes)
     essays: list[Essay] = []
-    i = 1
-    while i < len(lines):
-        if not lines[i].strip():
+    for i, fields, span, tab_split in iter_records(lines, reader.acceptable):
+        if fields is None:
             stats.blank_lines += 1
-            i += 1
             continue
-        fields, span, tab_split = next_record(lines, i, reader.acceptable)
         stats.rows += 1
         essay = reader.row(fields, i + 1, tab_split, decoded.counts(i, i + span))
         if essay is not None:
             essays.append(essay)
-        i += span
     stats.essays = len(essays)
     return ReadResult(essays=essays, files=[stats], skipped=skips.counts,
                       skip_examples=skips.examples, notes=notes)

@@ -36,7 +36,7 @@ from pathlib import Path
 from aes_jax.data.asap import parse_int
 from aes_jax.data.read_report import DataFormatError, FileStats, ReadResult, SkipCounter
 from aes_jax.data.tsv_records import (AUTO, DecodedLines, LineDecoding, decode_lines,
-                                      next_record, repair_quotes)
+                                      iter_records, repair_quotes)
 
 __all__ = ["REQUIRED_COLUMNS", "ESSAY_LAST", "FIXED_COLUMNS", "EssaysFormatError",
            "NewEssay", "read_essays_file"]
@@ -158,19 +158,15 @@ def read_essays_file(path: str | os.PathLike, *, strict: bool = False, encoding:
     skips = SkipCounter(strict, EssaysFormatError)
     rows = _Rows(path, layout, decoded, stats, skips, prompts)
     essays: list[NewEssay] = []
-    i = 1
-    while i < len(lines):
-        if not lines[i].strip():
+    for i, fields, span, tab_split in iter_records(lines, layout.acceptable,
+                                                   continuation_first=layout.essay_last):
+        if fields is None:
             stats.blank_lines += 1
-            i += 1
             continue
-        fields, span, tab_split = next_record(lines, i, layout.acceptable,
-                                              continuation_first=layout.essay_last)
         stats.rows += 1
         essay = rows.row(fields, i, span, tab_split)
         if essay is not None:
             essays.append(essay)
-        i += span
     stats.essays = len(essays)
     return ReadResult(essays=essays, files=[stats], skipped=skips.counts,
                       skip_examples=skips.examples, notes=rows.notes)

@@ -14,14 +14,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aes_jax.data.tsv_records import LineDecoding
 
-__all__ = ["DataFormatError", "FileStats", "ReadResult", "SkipCounter", "decoding_report",
-           "refuse_existing", "summary"]
+__all__ = ["DataFormatError", "FileStats", "ReadResult", "SkipCounter", "decoding_lines",
+           "decoding_report", "refuse_existing", "skip_lines", "summary"]
 
 EXAMPLES_PER_REASON = 5
 
@@ -115,6 +115,33 @@ def summary(result: ReadResult) -> dict[str, Any]:
     return {"files": files, "rows": sum(f.rows for f in result.files),
             "essays": len(result.essays), "skipped": dict(sorted(result.skipped.items())),
             "skip_examples": list(result.skip_examples), "notes": dict(result.notes)}
+
+
+def skip_lines(report: Mapping[str, Any], examples: int = 10) -> list[str]:
+    """Summary lines of a read report or dataset manifest: rows skipped per reason, the
+    first `examples` file:line examples, the notes."""
+    skipped = report.get("skipped", {})
+    lines = ["  skipped rows: " + (", ".join(f"{r} {n}" for r, n in skipped.items())
+                                   if skipped else "none")]
+    lines += [f"    {example}" for example in report.get("skip_examples", [])[:examples]]
+    lines += [f"  note: {note}: {n}" for note, n in report.get("notes", {}).items()]
+    return lines
+
+
+def decoding_lines(manifest: dict[str, Any]) -> list[str]:
+    """A dataset manifest's summary lines: how the kept essays' lines were decoded,
+    and the bytes lost (kept vs whole files)."""
+    decoding = manifest.get("decoding")
+    if not decoding:
+        return []
+    out = ["  lines decoded (essays kept): " + ", ".join(
+        f"{codec} {n}" for codec, n in decoding["lines"].items())]
+    whole = sum(s.get("replacement_chars", 0) for s in manifest.get("sources", []))
+    if decoding["replacement_chars"] or whole:
+        out.append(f"  undecodable bytes replaced by U+FFFD: {decoding['replacement_chars']} "
+                   f"in {decoding['lines_with_replacement']} lines of the essays kept "
+                   f"({whole} in the whole input files)")
+    return out
 
 
 def refuse_existing(output_dir: str | os.PathLike, overwrite: bool,

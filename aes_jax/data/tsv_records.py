@@ -26,10 +26,10 @@ import codecs
 import collections
 import csv
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 __all__ = ["AUTO", "FALLBACK", "DecodedLines", "LineDecoding", "check_encoding",
-           "decode_lines", "is_int", "next_record", "repair_quotes"]
+           "decode_lines", "is_int", "iter_records", "next_record", "repair_quotes"]
 
 AUTO = "auto"
 FALLBACK = "cp1252"  # the second try of AUTO for a line that is not valid UTF-8
@@ -222,3 +222,20 @@ def next_record(lines: Sequence[str], i: int, acceptable: Callable[[list[str]], 
     if open_quote and not continuation_first and (found := _continued(lines, i, acceptable)):
         return found[0], found[1], False
     return (quoted if quoted is not None else tab), 1, False
+
+
+def iter_records(lines: Sequence[str], acceptable: Callable[[list[str]], bool], *,
+                 continuation_first: bool = False
+                 ) -> Iterator[tuple[int, list[str] | None, int, bool]]:
+    """(line index, fields, physical lines spanned, tab split used) for every record after
+    the header line; fields is None for a blank line (readers count those, not rows)."""
+    i = 1
+    while i < len(lines):
+        if not lines[i].strip():
+            yield i, None, 1, False
+            i += 1
+            continue
+        fields, span, tab_split = next_record(lines, i, acceptable,
+                                              continuation_first=continuation_first)
+        yield i, fields, span, tab_split
+        i += span
