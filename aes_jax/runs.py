@@ -4,6 +4,7 @@ checkpoint, evaluate it into RUN/eval/."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -15,6 +16,7 @@ from aes_jax import tasks
 from aes_jax.eval import plots
 from aes_jax.tasks.capabilities import EvalArtifactWriter
 from aes_jax.train.checkpoint import read_state_numpy
+from aes_jax.train.engine_config import EngineConfig
 from aes_jax.train.task import Task
 
 
@@ -73,6 +75,10 @@ def check_resume(workdir: str | Path, resolved: dict, allowed: Sequence[str]
         raise ValueError(f"{path}: not valid JSON ({e}); it is this run's stored config, "
                          "fix or remove it") from None
     changes = config_changes(stored, resolved)
+    # An engine setting newer than the run, at its default, is not a change of the run.
+    defaults, had = dataclasses.asdict(EngineConfig()), flatten(stored)
+    changes = {k: (old, new) for k, (old, new) in changes.items()
+               if not (k not in had and k in defaults and new == defaults[k])}
     refused = {k: v for k, v in changes.items()
                if not any(k == a or k.startswith(a + ".") for a in allowed)}
     if refused:
@@ -93,9 +99,12 @@ def record_config(workdir: Path, text: str, changes: Mapping[str, tuple], step: 
     if path.is_file() and not changes:
         return
     if path.is_file():  # allowed changes: keep what the earlier steps ran with
-        path.rename(workdir / f"config_before_step_{step}.json")
+        kept, k = workdir / f"config_before_step_{step}.json", 1
+        while kept.exists():  # changed twice at the same step: keep both earlier ones
+            kept, k = workdir / f"config_before_step_{step}_{k}.json", k + 1
+        path.rename(kept)
         print(f"config changes allowed: {', '.join(changes)}; the earlier config is kept as "
-              f"config_before_step_{step}.json")
+              f"{kept.name}")
     workdir.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 

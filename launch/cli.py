@@ -120,6 +120,9 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except app.UsageError:
             raise  # absl prints these itself, with the usage line
+        except KeyboardInterrupt:  # Ctrl-C outside the training loop's own handling
+            print(f"{_program()}: interrupted", file=sys.stderr, flush=True)
+            sys.exit(130)
         except USER_ERRORS as e:
             if VERBOSE.value or _verbose(sys.argv):
                 raise

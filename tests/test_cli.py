@@ -92,3 +92,10 @@ def test_resume_with_another_config_is_refused_before_touching_the_run(tmp_path)
 
 def test_check_resume_of_a_new_run_is_empty(tmp_path):
     assert check_resume(tmp_path / "new", {"a": 1}, []) == {}
+
+
+def test_an_engine_setting_newer_than_the_run_at_its_default_is_no_change(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"total_steps": 5}))
+    assert check_resume(tmp_path, {"total_steps": 5, "best_metric": ""}, []) == {}
+    with pytest.raises(ValueError, match="best_metric"):
+        check_resume(tmp_path, {"total_steps": 5, "best_metric": "eval_loss"}, [])
