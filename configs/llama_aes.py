@@ -45,6 +45,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # A dataset dir written by `launch.build_dataset --format=mtl` ({train,dev,test}.jsonl +
     # manifest.json); "" = the synthetic demo corpus built into WORKDIR/data/mtl_demo.
     c.data.dir = ""
+    # Or Hugging Face `datasets` (local, offline): a save_to_disk DatasetDict dir (`hf`), or
+    # one file per split (`hf_files=train=a.parquet,dev=b.csv,test=c.jsonl`); columns as
+    # in aes_jax/data/hf_inputs.py, traits/codecs from a manifest.json beside them or
+    # inferred from the traits column (ELLIPSE / ASAP++).
+    c.data.hf = ""
+    c.data.hf_files = ""
     c.data.demo_essays = 240
     c.data.eval_split = "dev"
     c.data.limit_train = 0  # only the first N train examples (quick runs); 0 = all

@@ -49,6 +49,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     # Built by launch.build_dataset; "" = build the synthetic demo corpus into WORKDIR/data.
     c.data.dataset_dir = ""
+    # Or a TFDS dataset of aes_jax.datasets ("asap_aes", "asap_traits/prompt_3", ...) built
+    # by launch.build_dataset --format=tfds into tfds_dir ("" = TFDS's default dir).
+    c.data.tfds_name = ""
+    c.data.tfds_dir = ""
     c.data.eval_split = "dev"
     # "" = the packaged MiniLM (BERT uncased WordPiece, 384-d embeddings); or a BERT HF dir.
     c.data.embeddings_dir = ""

@@ -47,8 +47,7 @@ DEMO = flags.DEFINE_bool("demo", False, "Use the synthetic demo corpus (written 
                          "OUTPUT_DIR/source/) instead of --input.")
 PROMPT_SET = flags.DEFINE_string("prompt_set", "all", "'all' or comma-separated prompts, "
                                  "e.g. 1,2,7.")
-OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write.",
-                                 required=True)
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write (trm, mtl).")
 MAX_TOKENS = flags.DEFINE_integer("max_tokens", 512, "Longest sequence, special tokens and "
                                   "prompt text included.")
 OVERLENGTH = flags.DEFINE_enum("overlength", "truncate", ["truncate", "drop"],
@@ -75,21 +74,33 @@ ENCODING = flags.DEFINE_string("encoding", "auto", "Text encoding of the inputs.
                                "codec name (utf-8, cp1252, ...) reads every line with it. "
                                "Undecodable bytes become U+FFFD and are counted.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a dataset already in --output_dir.")
-FORMAT = flags.DEFINE_enum("format", "trm", ["trm", "mtl"], "trm: tokenised ArrayRecord "
-                           "dataset for TRM-AES; mtl: instruction JSONL for the LLaMA-AES "
-                           "multi-trait scorer.")
+FORMAT = flags.DEFINE_enum("format", "trm", ["trm", "mtl", "tfds"], "trm: tokenised "
+                           "ArrayRecord dataset for TRM-AES; mtl: instruction JSONL for the "
+                           "LLaMA-AES multi-trait scorer; tfds: a TFDS dataset of raw essays "
+                           "(aes_jax.datasets; --dataset, --manual_dir, --data_dir).")
+DATASET = flags.DEFINE_enum("dataset", None, ["asap_aes", "asap_traits", "ellipse"],
+                            "tfds: the builder (aes_jax/datasets/).")
+MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "tfds: folder of the downloaded files "
+                                 "(see the builder's MANUAL_DOWNLOAD_INSTRUCTIONS).")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds: TFDS data dir to write into.")
+TFDS_CONFIG = flags.DEFINE_string("config", None, "tfds: builder config, e.g. prompt_3 "
+                                  "(asap_*) or test_fold_2 (ellipse); default: every essay.")
 TEST_FOLD = flags.DEFINE_integer("test_fold", 0, "mtl, ELLIPSE: the fold used as test (a "
                                  "single csv is first cut into 5 seeded folds).")
 DEV_FRACTION = flags.DEFINE_float("dev_fraction", 0.1, "mtl, ELLIPSE: seeded share of the "
                                   "non-test folds held out as dev.")
 FEEDBACK = flags.DEFINE_enum("feedback", "none", ["none", "rubric"], "mtl: 'rubric' appends "
                              "SYNTHETIC template feedback built from the scores to each answer.")
+EXPORT_HF = flags.DEFINE_string("export_hf", None, "mtl: also write the built dataset to this "
+                                "dir with Hugging Face DatasetDict.save_to_disk (+ its "
+                                "manifest.json); read it with --config.data.hf=DIR.")
 
 _TRM_ONLY = ("max_tokens", "overlength", "limit_train_essays", "analyze_lengths",
              "tokenizer_dir")
-_MTL_ONLY = ("test_fold", "dev_fraction", "feedback")
+_MTL_ONLY = ("test_fold", "dev_fraction", "feedback", "export_hf")
 _ELL_ONLY = ("test_fold", "dev_fraction")
 _ASAP_ONLY = ("prompt_set", "split", "split_file", "prompt_texts")
+_TFDS_ONLY = ("dataset", "manual_dir", "data_dir", "config")
 
 
 def _prompt_texts(path: str | None, demo: bool) -> dict[int, str] | None:
@@ -138,6 +149,11 @@ def main(argv):
     del argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Bad input or options end in one line naming the file/line or flag (launch/cli.py).
+    if FORMAT.value == "tfds":
+        return run_tfds()
+    _reject_flags(_TFDS_ONLY, "--format=tfds")
+    if not OUTPUT_DIR.value:
+        raise app.UsageError("--output_dir is required with --format=trm or mtl")
     if FORMAT.value == "mtl":
         run_mtl()
     else:
@@ -195,6 +211,10 @@ def run_mtl() -> None:
         _reject_flags(_ELL_ONLY, "ELLIPSE inputs")
     from aes_jax.data.mtl_dataset import build_mtl
 
+    if EXPORT_HF.value:  # refuse an existing export before the build, not after it
+        from aes_jax.data.hf_inputs import EXPORT_FILES
+        from aes_jax.data.read_report import refuse_existing
+        refuse_existing(EXPORT_HF.value, OVERWRITE.value, names=EXPORT_FILES)
     manifest = build_mtl(
         inputs=INPUT.value, output_dir=OUTPUT_DIR.value, feedback=FEEDBACK.value,
         demo=DEMO.value, test_fold=TEST_FOLD.value, dev_fraction=DEV_FRACTION.value,
@@ -202,6 +222,32 @@ def run_mtl() -> None:
         split_file=SPLIT_FILE.value, prompt_texts=_prompt_texts(PROMPT_TEXTS.value, False),
         strict=STRICT.value, encoding=ENCODING.value, overwrite=OVERWRITE.value)
     print(_mtl_summary(manifest, OUTPUT_DIR.value))
+    if EXPORT_HF.value:
+        from aes_jax.data.hf_inputs import export_mtl_dir
+
+        export_mtl_dir(OUTPUT_DIR.value, EXPORT_HF.value, overwrite=OVERWRITE.value)
+        print(f"  exported (datasets save_to_disk): {EXPORT_HF.value}")
+
+
+def run_tfds() -> None:
+    """Prepare a TFDS dataset (--format=tfds) without TensorFlow; prints its splits."""
+    given = [n for n in flags.FLAGS if n not in _TFDS_ONLY + ("format", "overwrite")
+             and n in _ALL_BUILD_FLAGS and flags.FLAGS[n].present]
+    if given:
+        raise app.UsageError(f"{', '.join('--' + n for n in given)}: not used with "
+                             "--format=tfds (the builder config fixes prompts and splits)")
+    missing = [f"--{n}" for n in ("dataset", "manual_dir", "data_dir") if not flags.FLAGS[n].value]
+    if missing:
+        raise app.UsageError(f"--format=tfds needs {', '.join(missing)}")
+    from aes_jax import datasets
+
+    builder = datasets.build(DATASET.value, MANUAL_DIR.value, DATA_DIR.value,
+                             TFDS_CONFIG.value, overwrite=OVERWRITE.value)
+    print("\n".join(datasets.summary_lines(builder)))
+
+
+_ALL_BUILD_FLAGS = ("input", "demo", "prompt_set", "output_dir", "strict", "encoding",
+                    "seed") + _TRM_ONLY + _MTL_ONLY + _ASAP_ONLY
 
 
 def _mtl_summary(manifest: dict, output_dir: str) -> str:

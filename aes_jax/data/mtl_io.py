@@ -31,7 +31,9 @@ __all__ = [
     "read_jsonl_counted",
     "write_jsonl",
     "check_example",
+    "example_from_dict",
     "mtl_manifest",
+    "read_manifest",
     "write_mtl_dir",
     "load_mtl_dir",
 ]
@@ -95,6 +97,12 @@ def _example_from_json(obj: Any, where: str) -> MtlExample:
     return MtlExample(instruction=instruction, output=obj["output"], essay_id=str(essay_id),
                       traits=tuple(traits), scores=tuple(float(s) for s in scores),
                       source=str(source) if source else where)
+
+
+def example_from_dict(obj: Any, where: str) -> MtlExample:
+    """One example from a JSON-like row (the JSONL fields); errors name ``where``. Other
+    readers (``hf_inputs``) map their columns onto these fields and call this."""
+    return _example_from_json(obj, where)
 
 
 def _text_lines(path: Path, encoding: str) -> Iterator[str]:
@@ -240,6 +248,28 @@ def write_mtl_dir(output_dir: str | os.PathLike, splits: Mapping[str, Sequence[M
     return output_dir
 
 
+def read_manifest(manifest_path: str | os.PathLike, traits: Sequence[str] | None = None,
+                  codecs: Sequence[ScoreCodec] | None = None
+                  ) -> tuple[dict[str, Any], list[str], list[ScoreCodec]]:
+    """(manifest, traits, codecs) of a ``manifest.json``, checked (format, one codec per
+    trait, agreement with any ``traits``/``codecs`` given); errors name the file."""
+    manifest_path = Path(manifest_path)
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("format") != MTL_VERSION:
+        raise ValueError(f"{manifest_path}: format {manifest.get('format')!r}, expected "
+                         f"{MTL_VERSION!r}; rebuild with launch.build_dataset --format=mtl")
+    m_traits = list(manifest["traits"])
+    m_codecs = [ScoreCodec.from_dict(c) for c in manifest["codecs"]]
+    if len(m_codecs) != len(m_traits):
+        raise ValueError(f"{manifest_path}: {len(m_traits)} traits but {len(m_codecs)} "
+                         "codecs")
+    if traits is not None and list(traits) != m_traits:
+        raise ValueError(f"{manifest_path}: traits {m_traits}, but {list(traits)} given")
+    if codecs is not None and list(codecs) != m_codecs:
+        raise ValueError(f"{manifest_path}: codecs {m_codecs}, but {list(codecs)} given")
+    return manifest, m_traits, m_codecs
+
+
 def load_mtl_dir(path: str | os.PathLike, traits: Sequence[str] | None = None,
                  codecs: Sequence[ScoreCodec] | None = None
                  ) -> tuple[dict[str, Any], dict[str, list[MtlExample]]]:
@@ -252,20 +282,7 @@ def load_mtl_dir(path: str | os.PathLike, traits: Sequence[str] | None = None,
     path = Path(path)
     manifest_path = path / "manifest.json"
     if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("format") != MTL_VERSION:
-            raise ValueError(f"{manifest_path}: format {manifest.get('format')!r}, expected "
-                             f"{MTL_VERSION!r}; rebuild with launch.build_dataset --format=mtl")
-        m_traits = list(manifest["traits"])
-        m_codecs = [ScoreCodec.from_dict(c) for c in manifest["codecs"]]
-        if len(m_codecs) != len(m_traits):
-            raise ValueError(f"{manifest_path}: {len(m_traits)} traits but {len(m_codecs)} "
-                             "codecs")
-        if traits is not None and list(traits) != m_traits:
-            raise ValueError(f"{manifest_path}: traits {m_traits}, but {list(traits)} given")
-        if codecs is not None and list(codecs) != m_codecs:
-            raise ValueError(f"{manifest_path}: codecs {m_codecs}, but {list(codecs)} given")
-        traits, codecs = m_traits, m_codecs
+        manifest, traits, codecs = read_manifest(manifest_path, traits, codecs)
         names = list(manifest.get("counts", {})) or list(SPLITS)
     else:
         if traits is None or codecs is None:

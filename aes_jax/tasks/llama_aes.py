@@ -55,6 +55,8 @@ class LlamaAesTask:
         self.lm = CausalLM(CausalLMSpec.from_config(config))
         d = self.options.data
         self.data_dir = Path(d.dir) if d.dir else Path(workdir) / "data" / "mtl_demo"
+        if d.hf_source is not None:  # messages name the HF source instead
+            self.data_dir = Path(d.hf or d.hf_files)
 
     @property
     def tokenizer(self):
@@ -66,12 +68,21 @@ class LlamaAesTask:
 
     # ------------------------------------------------------------------ data
     def prepare_data(self) -> None:
-        if not self.options.data.dir:
+        if not self.options.data.dir and self.options.data.hf_source is None:
             mtl_dataset.build_demo_dataset(self.data_dir, self.options.data.demo_essays)
 
     @functools.cached_property
     def dataset(self) -> tuple[dict, dict[str, list[mtl_io.MtlExample]]]:
-        """(manifest, {split: examples}) read from the dataset dir (no tokenising)."""
+        """(manifest, {split: examples}) read from the dataset (no tokenising)."""
+        return self._read_dataset()
+
+    def _read_dataset(self) -> tuple[dict, dict[str, list[mtl_io.MtlExample]]]:
+        """The one place choosing the source: HF `datasets` (config.data.hf / hf_files) or
+        an mtl dir (config.data.dir, or the demo built into the workdir)."""
+        hf_source = self.options.data.hf_source
+        if hf_source is not None:
+            from aes_jax.data import hf_inputs  # imports `datasets`: only when asked for
+            return hf_inputs.load_hf_mtl(hf_source)
         if not (self.data_dir / "manifest.json").is_file():
             raise FileNotFoundError(
                 f"{self.data_dir}: no manifest.json; build a dataset with "

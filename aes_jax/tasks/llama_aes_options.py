@@ -26,11 +26,29 @@ WEIGHTINGS = ("auto", "static", "dynamic", "uncertainty")
 @dataclasses.dataclass(frozen=True)
 class MtlData:
     dir: str = ""  # a `launch.build_dataset --format=mtl` dir; "" = the synthetic demo
+    # Hugging Face `datasets` instead (aes_jax/data/hf_inputs.py): a save_to_disk
+    # DatasetDict dir or one data file (hf), or split=FILE,... (hf_files); traits and
+    # codecs from a manifest.json beside them, else inferred from the traits column.
+    hf: str = ""
+    hf_files: str = ""
     demo_essays: int = 240
     eval_split: str = "dev"
     limit_train: int = 0  # only the first N train examples; 0 = all
     limit_eval: int = 0  # only the first N eval_split examples; 0 = all
     seq_len: int = 768  # longest prompt + answer; longer essays are shortened (counted)
+
+    def __post_init__(self):
+        given = [f"config.data.{k}" for k in ("dir", "hf", "hf_files") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)}: give one dataset source")
+
+    @property
+    def hf_source(self) -> str | dict[str, str] | None:
+        """What `hf_inputs.load_hf_mtl` reads, or None for an mtl dir / the demo."""
+        if self.hf_files:
+            from aes_jax.data.hf_inputs import parse_split_files
+            return parse_split_files(self.hf_files)
+        return self.hf or None
 
 
 @dataclasses.dataclass(frozen=True)

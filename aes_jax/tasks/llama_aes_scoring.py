@@ -1,5 +1,6 @@
-"""LLaMA-AES as a `Scorer`: the essays to score (a split of the run's dataset, or a JSONL
-file in the PyTorch original's format), greedy + expected-score decoding through
+"""LLaMA-AES as a `Scorer`: the essays to score (a split of the run's dataset, a JSONL
+file in the PyTorch original's format, or a parquet/CSV/JSON file or save_to_disk dir
+read through Hugging Face `datasets`), greedy + expected-score decoding through
 `eval/llm_scoring.py`, and the scores CSV with its metrics JSON."""
 
 from __future__ import annotations
@@ -26,15 +27,37 @@ def split_inputs(task: Any, split: str, limit: int = 0) -> list[ScoringInput]:
             for i, (ex, enc) in enumerate(zip(examples, encoded))]
 
 
+def _file_examples(path: str | Path, encoding: str
+                   ) -> tuple[list[mtl_io.MtlExample], int, str, str | None]:
+    """(examples, blank lines/rows, format, split read) of an essays file: `.jsonl` by
+    our own reader (file:line errors, `encoding`), anything else through Hugging Face
+    `datasets` (parquet/CSV/JSON file or save_to_disk dir; its `test` split when it has
+    several, else its only one)."""
+    if Path(path).suffix.lower() == ".jsonl" and not Path(path).is_dir():
+        examples, blank = mtl_io.read_jsonl_counted(path, encoding)
+        return examples, blank, "jsonl", None
+    from aes_jax.data import hf_inputs  # imports `datasets`: only for these inputs
+
+    splits, blanks, name = hf_inputs.read_hf_examples(path, require_output=False)
+    split = next(iter(splits)) if len(splits) == 1 else "test"
+    if split not in splits:
+        raise ValueError(f"{name}: splits {sorted(splits)}; scoring reads the 'test' split "
+                         "or a dataset with one split")
+    kind = "save_to_disk" if Path(path).is_dir() else Path(path).suffix.lstrip(".").lower()
+    return splits[split], blanks[split], f"hf:{kind}", split
+
+
 def jsonl_inputs(task: Any, path: str | Path, limit: int = 0, *,
                  encoding: str = "auto") -> EssaysRead:
-    """Prompts of a JSONL file in the PyTorch original's format. An example whose output
-    holds a score line is encoded exactly like training data (gold known, long essays
-    shortened); one with an empty output is scored without gold, and its prompt must fit
-    seq_len as it is. A JSONL file has no skipped rows: a bad line raises naming
-    file:line (so `strict` changes nothing for it)."""
+    """Prompts of an essays file: JSONL in the PyTorch original's format, or what
+    `hf_inputs` reads (parquet, CSV, JSON, a save_to_disk dir; columns mapped by its
+    table). An example whose output holds a score line is encoded exactly like training
+    data (gold known, long essays shortened); one with an empty (or no) output is scored
+    without gold, and its prompt must fit seq_len as it is. Such a file has no skipped
+    rows: a bad row raises naming file:line or file[split] row N (so `strict` changes
+    nothing); blank lines / all-empty rows are counted."""
     seq_len = task.options.data.seq_len
-    examples, blank = mtl_io.read_jsonl_counted(path, encoding)
+    examples, blank, fmt, split = _file_examples(path, encoding)
     inputs = []
     for i, ex in enumerate(examples[:limit or None]):
         essay_id = ex.essay_id or f"{Path(path).name}:{i + 1}"
@@ -49,9 +72,9 @@ def jsonl_inputs(task: Any, path: str | Path, limit: int = 0, *,
             raise ValueError(f"{ex.name()}: prompt of {len(ids)} tokens exceeds seq_len="
                              f"{seq_len}; shorten the essay")
         inputs.append(ScoringInput(essay_id, ids, None))
-    stats = read_report.FileStats(path=str(path), sha256="", format="jsonl",
-                                  rows=len(examples), essays=len(examples), blank_lines=blank,
-                                  encoding=encoding)
+    stats = read_report.FileStats(path=str(path), sha256="", format=fmt, rows=len(examples),
+                                  essays=len(examples), blank_lines=blank, split=split,
+                                  encoding=encoding if fmt == "jsonl" else "")
     report = read_report.summary(read_report.ReadResult(examples, [stats],
                                                         collections.Counter(), []))
     if len(inputs) < len(examples):

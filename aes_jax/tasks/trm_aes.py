@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 from safetensors.numpy import save_file
@@ -54,6 +53,10 @@ class TRMAesOptions:
     """The TRM-AES config fields, validated once (flags keep their names)."""
 
     dataset_dir: str = ""  # "" = the synthetic demo corpus built into WORKDIR/data
+    # Or a TFDS dataset of aes_jax.datasets (e.g. "asap_traits/prompt_3"), tokenised when
+    # read; tfds_dir "" = TFDS's default data dir.
+    tfds_name: str = ""
+    tfds_dir: str = ""
     eval_split: str = "dev"
     embeddings_dir: str = ""  # "" = the packaged MiniLM
     # The demo dataset is built with it; a built dataset must have it (0 = its own).
@@ -74,7 +77,10 @@ class TRMAesOptions:
             halt_exploration_prob=config.get("halt_exploration_prob",
                                              defaults.halt_exploration_prob),
             halt_loss_weight=config.get("halt_loss_weight", defaults.halt_loss_weight))
+        if d.get("tfds_name", "") and d.dataset_dir:
+            raise ValueError("give data.dataset_dir or data.tfds_name, not both")
         return cls(dataset_dir=d.dataset_dir, eval_split=d.eval_split,
+                   tfds_name=d.get("tfds_name", ""), tfds_dir=d.get("tfds_dir", ""),
                    embeddings_dir=d.embeddings_dir, max_tokens=d.max_tokens,
                    model=dict(config.model), dtype=config.dtype,
                    train_traits=config.get("train_traits", True), supervision=supervision,
@@ -90,13 +96,15 @@ class TRMAesTask:
             self.seq_len  # a length mismatch fails here, before a run writes anything
 
     def prepare_data(self) -> None:
-        if not self.options.dataset_dir:
+        if not self.options.dataset_dir and not self.options.tfds_name:
             asap_records.build_demo_dataset(self.dataset_dir,
                                             self.options.max_tokens or DEMO_MAX_TOKENS)
 
     # ------------------------------------------------------------------ dataset facts
     @functools.cached_property
     def manifest(self) -> dict:
+        if self.options.tfds_name:
+            return self._tfds_manifest()
         return asap_records.load_manifest(self.dataset_dir)
 
     @functools.cached_property
@@ -163,7 +171,35 @@ class TRMAesTask:
                 "essay_id": np.int32(record["essay_id"])}
 
     def source(self, split: str) -> asap_records.AsapDataSource:
+        if self.options.tfds_name:
+            return self._tfds_source(split)
         return asap_records.AsapDataSource(self.dataset_dir, split)
+
+    # ------------------------------------------------------------------ TFDS data
+    # data.tfds_name: the same records from a TFDS build of the raw essays, tokenised with
+    # the embeddings' tokenizer when read (aes_jax/datasets/trm_source.py).
+    @functools.cached_property
+    def _tfds_tokenizer(self) -> wordpiece.WordPieceTokenizer:
+        return wordpiece.load_tokenizer(self.options.embeddings_dir or None)
+
+    def _tfds_manifest(self) -> dict:
+        from aes_jax.datasets import trm_source
+
+        o = self.options
+        return trm_source.tfds_manifest(o.tfds_name, o.tfds_dir, self._tfds_tokenizer,
+                                        o.max_tokens)
+
+    @functools.cached_property
+    def _tfds_sources(self) -> dict:
+        return {}  # one source per split, so each essay is tokenised once
+
+    def _tfds_source(self, split: str):
+        from aes_jax.datasets import trm_source
+
+        if split not in self._tfds_sources:
+            self._tfds_sources[split] = trm_source.TfdsAsapSource(self.manifest, split,
+                                                                  self._tfds_tokenizer)
+        return self._tfds_sources[split]
 
     def train_iterator(self, global_batch_size: int, seed: int, process_index: int,
                        process_count: int):
@@ -263,10 +299,11 @@ class TRMAesTask:
     def describe(self) -> dict[str, str]:
         c, o = self.model_cfg, self.options
         halting = "halting on" if o.supervision.use_halting else "no halting"
+        where = f"tfds {o.tfds_name}" if o.tfds_name else str(self.dataset_dir)
         return {"model": f"TRM hidden {c.hidden_size}, {c.num_layers} layers, H {c.h_cycles} x "
                          f"L {c.l_cycles} cycles, n_sup {c.n_sup}, {c.num_outputs} outputs",
                 "supervision": f"{o.supervision.scheme}, {halting}",
-                "data": f"{self.dataset_dir}: {len(self.source('train'))} train, "
+                "data": f"{where}: {len(self.source('train'))} train, "
                         f"{len(self.source(o.eval_split))} {o.eval_split} essays, prompts "
                         f"{sorted(self.ranges)}, {self.seq_len} tokens"}
 
