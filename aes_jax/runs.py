@@ -75,10 +75,12 @@ def check_resume(workdir: str | Path, resolved: dict, allowed: Sequence[str]
         raise ValueError(f"{path}: not valid JSON ({e}); it is this run's stored config, "
                          "fix or remove it") from None
     changes = config_changes(stored, resolved)
-    # An engine setting newer than the run, at its default, is not a change of the run.
+    # A field newer than the run is not a change of it while it keeps the old behaviour:
+    # an engine setting at its default, or a task field that is off / empty ("", 0, False),
+    # as new fields are added.
     defaults, had = dataclasses.asdict(EngineConfig()), flatten(stored)
     changes = {k: (old, new) for k, (old, new) in changes.items()
-               if not (k not in had and k in defaults and new == defaults[k])}
+               if not (k not in had and (new == defaults[k] if k in defaults else not new))}
     refused = {k: v for k, v in changes.items()
                if not any(k == a or k.startswith(a + ".") for a in allowed)}
     if refused:

@@ -51,6 +51,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # inferred from the traits column (ELLIPSE / ASAP++).
     c.data.hf = ""
     c.data.hf_files = ""
+    # Or a TFDS dataset of aes_jax.datasets (`ellipse/test_fold_0`, `asap_traits/prompt_3`)
+    # built by `launch.build_dataset --format=tfds` into tfds_dir ("" = TFDS's default);
+    # the examples are those --format=mtl writes from the same files, with tfds_feedback
+    # (none | rubric: SYNTHETIC template feedback) and tfds_prompt_texts (JSON {prompt: text}).
+    c.data.tfds_name = ""
+    c.data.tfds_dir = ""
+    c.data.tfds_feedback = "none"
+    c.data.tfds_prompt_texts = ""
     c.data.demo_essays = 240
     c.data.eval_split = "dev"
     c.data.limit_train = 0  # only the first N train examples (quick runs); 0 = all

@@ -9,6 +9,8 @@
         --analyze_lengths
     # the synthetic demo corpus (no download needed)
     python -m launch.build_dataset --demo --output_dir=data/demo
+    # also as a Hugging Face DatasetDict (save_to_disk; token ids, the records keep no text)
+    python -m launch.build_dataset --demo --output_dir=data/demo --export_hf=data/demo_hf
 
 Writes ``{train,dev,test}.array_record`` and ``manifest.json`` (see
 aes_jax/data/asap_records.py); read them with
@@ -27,6 +29,15 @@ trait TSVs (as above), an ELLIPSE csv (Kaggle train.csv layout) or a folder of A
         --feedback=rubric --output_dir=data/p3_mtl
     # the synthetic ELLIPSE-layout demo corpus (no download needed)
     python -m launch.build_dataset --format=mtl --demo --output_dir=data/ell_demo
+
+``--format=tfds`` prepares a TFDS dataset of the raw essays (aes_jax/datasets/); with
+``--analyze_lengths`` the token-length report reads it (every split; ``--manual_dir`` only
+when it is still to be built):
+
+    python -m launch.build_dataset --format=tfds --dataset=asap_traits \
+        --manual_dir=asap_traits/ --data_dir=data/tfds
+    python -m launch.build_dataset --format=tfds --dataset=asap_traits --config=prompt_3 \
+        --data_dir=data/tfds --analyze_lengths --output_dir=reports
 """
 
 from __future__ import annotations
@@ -47,7 +58,8 @@ DEMO = flags.DEFINE_bool("demo", False, "Use the synthetic demo corpus (written 
                          "OUTPUT_DIR/source/) instead of --input.")
 PROMPT_SET = flags.DEFINE_string("prompt_set", "all", "'all' or comma-separated prompts, "
                                  "e.g. 1,2,7.")
-OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write (trm, mtl).")
+OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Dataset directory to write (trm, mtl); "
+                                  "the report's directory with --analyze_lengths.")
 MAX_TOKENS = flags.DEFINE_integer("max_tokens", 512, "Longest sequence, special tokens and "
                                   "prompt text included.")
 OVERLENGTH = flags.DEFINE_enum("overlength", "truncate", ["truncate", "drop"],
@@ -55,7 +67,8 @@ OVERLENGTH = flags.DEFINE_enum("overlength", "truncate", ["truncate", "drop"],
 LIMIT_TRAIN = flags.DEFINE_integer("limit_train_essays", None, "Keep a seeded random subset "
                                    "of this many train essays (quick runs).")
 ANALYZE = flags.DEFINE_bool("analyze_lengths", False, "Print a per-prompt token-length report "
-                            "and save token_lengths.png in --output_dir; writes no dataset.")
+                            "and save token_lengths.png in --output_dir; writes no dataset. "
+                            "With --format=tfds: of the built asap_* dataset (every split).")
 SPLIT = flags.DEFINE_string("split", None, "train,dev,test fractions, stratified by score "
                             "per prompt. Default: the split of ASAP++ train/dev/test.tsv "
                             "inputs, else 0.6,0.2,0.2.")
@@ -91,16 +104,19 @@ DEV_FRACTION = flags.DEFINE_float("dev_fraction", 0.1, "mtl, ELLIPSE: seeded sha
                                   "non-test folds held out as dev.")
 FEEDBACK = flags.DEFINE_enum("feedback", "none", ["none", "rubric"], "mtl: 'rubric' appends "
                              "SYNTHETIC template feedback built from the scores to each answer.")
-EXPORT_HF = flags.DEFINE_string("export_hf", None, "mtl: also write the built dataset to this "
-                                "dir with Hugging Face DatasetDict.save_to_disk (+ its "
-                                "manifest.json); read it with --config.data.hf=DIR.")
+EXPORT_HF = flags.DEFINE_string("export_hf", None, "mtl, trm: also write the built dataset to "
+                                "this dir with Hugging Face DatasetDict.save_to_disk (+ its "
+                                "manifest.json); mtl: read it with --config.data.hf=DIR; trm: "
+                                "the records' fields (token ids, no text).")
 
 _TRM_ONLY = ("max_tokens", "overlength", "limit_train_essays", "analyze_lengths",
              "tokenizer_dir")
-_MTL_ONLY = ("test_fold", "dev_fraction", "feedback", "export_hf")
+_MTL_ONLY = ("test_fold", "dev_fraction", "feedback")
 _ELL_ONLY = ("test_fold", "dev_fraction")
 _ASAP_ONLY = ("prompt_set", "split", "split_file", "prompt_texts")
 _TFDS_ONLY = ("dataset", "manual_dir", "data_dir", "config")
+# What --format=tfds also takes with --analyze_lengths (the report's options).
+_TFDS_REPORT = ("analyze_lengths", "output_dir", "max_tokens", "tokenizer_dir", "prompt_texts")
 
 
 def _prompt_texts(path: str | None, demo: bool) -> dict[int, str] | None:
@@ -165,6 +181,14 @@ def run() -> None:
     """Build the dataset (or the length report) from the flags; prints a summary."""
     from aes_jax.data import asap, asap_records, splits
 
+    if EXPORT_HF.value:
+        if ANALYZE.value:
+            raise app.UsageError("--export_hf exports a built dataset; --analyze_lengths "
+                                 "builds none")
+        # Refuse an existing export before anything is written or built, not after it.
+        from aes_jax.data.hf_inputs import EXPORT_FILES
+        from aes_jax.data.read_report import refuse_existing
+        refuse_existing(EXPORT_HF.value, OVERWRITE.value, names=EXPORT_FILES)
     opts = asap_records.BuildOptions(
         inputs=_inputs(),
         output_dir=OUTPUT_DIR.value,
@@ -184,11 +208,21 @@ def run() -> None:
     if ANALYZE.value:
         from aes_jax.data import length_report
 
-        report = length_report.analyze_lengths(opts)
-        print(length_report.format_length_report(report))
-        print(f"histogram: {report['png']}")
+        _print_report(length_report.analyze_lengths(opts))
         return
     print(_summary(asap_records.build_dataset(opts)))
+    if EXPORT_HF.value:
+        from aes_jax.data.hf_inputs import export_trm_dir
+
+        export_trm_dir(OUTPUT_DIR.value, EXPORT_HF.value, overwrite=OVERWRITE.value)
+        print(f"  exported (datasets save_to_disk, token ids): {EXPORT_HF.value}")
+
+
+def _print_report(report: dict) -> None:
+    from aes_jax.data import length_report
+
+    print(length_report.format_length_report(report))
+    print(f"histogram: {report['png']}")
 
 
 def _reject_flags(names, needs: str) -> None:
@@ -231,23 +265,52 @@ def run_mtl() -> None:
 
 def run_tfds() -> None:
     """Prepare a TFDS dataset (--format=tfds) without TensorFlow; prints its splits."""
-    given = [n for n in flags.FLAGS if n not in _TFDS_ONLY + ("format", "overwrite")
+    allowed = _TFDS_ONLY + ("format", "overwrite") + (_TFDS_REPORT if ANALYZE.value else ())
+    given = [n for n in flags.FLAGS if n not in allowed
              and n in _ALL_BUILD_FLAGS and flags.FLAGS[n].present]
     if given:
         raise app.UsageError(f"{', '.join('--' + n for n in given)}: not used with "
                              "--format=tfds (the builder config fixes prompts and splits)")
-    missing = [f"--{n}" for n in ("dataset", "manual_dir", "data_dir") if not flags.FLAGS[n].value]
+    # A built dataset is reported on without its manual files.
+    needed = ("dataset", "data_dir") + (("output_dir",) if ANALYZE.value else ("manual_dir",))
+    missing = [f"--{n}" for n in needed if not flags.FLAGS[n].value]
     if missing:
-        raise app.UsageError(f"--format=tfds needs {', '.join(missing)}")
+        raise app.UsageError(f"--format=tfds{' --analyze_lengths' if ANALYZE.value else ''} "
+                             f"needs {', '.join(missing)}")
+    if ANALYZE.value and DATASET.value == "ellipse":
+        raise app.UsageError("--analyze_lengths reports ASAP token lengths: --dataset=asap_aes "
+                             "or asap_traits")
     from aes_jax import datasets
 
-    builder = datasets.build(DATASET.value, MANUAL_DIR.value, DATA_DIR.value,
-                             TFDS_CONFIG.value, overwrite=OVERWRITE.value)
-    print("\n".join(datasets.summary_lines(builder)))
+    if MANUAL_DIR.value:
+        _check_manual_dir(MANUAL_DIR.value, DATASET.value)
+        builder = datasets.build(DATASET.value, MANUAL_DIR.value, DATA_DIR.value,
+                                 TFDS_CONFIG.value, overwrite=OVERWRITE.value)
+        print("\n".join(datasets.summary_lines(builder)))
+    if ANALYZE.value:
+        from aes_jax.data import length_report
+
+        name = DATASET.value + (f"/{TFDS_CONFIG.value}" if TFDS_CONFIG.value else "")
+        _print_report(length_report.analyze_tfds_lengths(
+            name, DATA_DIR.value, OUTPUT_DIR.value, max_tokens=MAX_TOKENS.value,
+            tokenizer_dir=TOKENIZER_DIR.value,
+            prompt_texts=_prompt_texts(PROMPT_TEXTS.value, False)))
+
+
+def _check_manual_dir(manual_dir: str, name: str) -> None:
+    """tfds asserts (a multi-line AssertionError, a traceback here) on a missing or empty
+    manual dir: say it in one line, with the builder's download instructions."""
+    folder = Path(manual_dir)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        import tensorflow_datasets as tfds
+
+        how = " ".join(tfds.builder_cls(name).MANUAL_DOWNLOAD_INSTRUCTIONS.split())
+        raise FileNotFoundError(f"{folder}: {'empty' if folder.is_dir() else 'no such'} "
+                                f"manual directory. {how}")
 
 
 _ALL_BUILD_FLAGS = ("input", "demo", "prompt_set", "output_dir", "strict", "encoding",
-                    "seed") + _TRM_ONLY + _MTL_ONLY + _ASAP_ONLY
+                    "seed", "export_hf") + _TRM_ONLY + _MTL_ONLY + _ASAP_ONLY
 
 
 def _mtl_summary(manifest: dict, output_dir: str) -> str:

@@ -99,3 +99,7 @@ def test_an_engine_setting_newer_than_the_run_at_its_default_is_no_change(tmp_pa
     assert check_resume(tmp_path, {"total_steps": 5, "best_metric": ""}, []) == {}
     with pytest.raises(ValueError, match="best_metric"):
         check_resume(tmp_path, {"total_steps": 5, "best_metric": "eval_loss"}, [])
+    # a task field newer than the run: no change while off, a change once set
+    assert check_resume(tmp_path, {"total_steps": 5, "data": {"tfds_name": ""}}, []) == {}
+    with pytest.raises(ValueError, match="data.tfds_name"):
+        check_resume(tmp_path, {"total_steps": 5, "data": {"tfds_name": "ellipse"}}, [])

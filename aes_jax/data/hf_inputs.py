@@ -30,6 +30,13 @@ as text (``essay_id`` "0012" stays "0012"), empty cells as "". A row is checked 
 JSONL line is (``mtl_io.example_from_dict``): a bad row raises naming ``FILE[split]
 row N`` (N counts from 0, as ``ds[N]``); an all-empty row is skipped and counted, as the
 JSONL reader counts blank lines. ``datasets`` is imported only when one of these is read.
+
+:func:`export_trm_dir` writes a TRM-AES ArrayRecord dataset (``--format=trm``) the same
+way: one row per stored record, its fields as columns (:data:`TRM_COLUMNS`). Those records
+hold token ids, not the essay text: ``input_ids`` is ``[CLS] prompt [SEP] essay [SEP]``
+as tokenised (and truncated) by the build, under the manifest's ``tokenizer``. ``traits``
+/ ``trait_targets`` are structs over the manifest's ``trait_names``, None where the
+essay's prompt lacks the trait (:func:`trm_record` drops those, giving the stored record).
 """
 
 from __future__ import annotations
@@ -51,7 +58,8 @@ from aes_jax.data.score_codec import ScoreCodec, asap_traits_and_codecs, ell_tra
 
 __all__ = ["COLUMNS", "EXPORT_FILES", "FILE_FORMATS", "is_hf_input", "parse_split_files", "open_hf",
            "column_map", "examples_from_dataset", "read_hf_examples", "load_hf_mtl",
-           "to_dataset_dict", "export_mtl_dir"]
+           "to_dataset_dict", "export_mtl_dir", "TRM_COLUMNS", "trm_record",
+           "export_trm_dir"]
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "instruction": ("instruction", "prompt"),
@@ -323,6 +331,60 @@ def export_mtl_dir(mtl_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     manifest.pop("blank_lines", None)
     to_dataset_dict(splits).save_to_disk(str(out_dir))
     manifest["hf_export"] = {"from": str(mtl_dir), "by": "DatasetDict.save_to_disk"}
+    (out_dir / "manifest.json").write_text(
+        json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return out_dir
+
+
+# The columns of a TRM export, in order: the stored record's fields (asap_records).
+TRM_COLUMNS = ("essay_id", "prompt", "input_ids", "num_tokens", "truncated", "score",
+               "target", "traits", "trait_targets")
+
+
+def _trm_features(trait_names: Sequence[str]):
+    d = _datasets()
+    return d.Features({
+        "essay_id": d.Value("int64"), "prompt": d.Value("int32"),
+        "input_ids": d.Sequence(d.Value("int32")), "num_tokens": d.Value("int32"),
+        "truncated": d.Value("bool"), "score": d.Value("int32"),
+        "target": d.Value("float64"),
+        "traits": {t: d.Value("int32") for t in trait_names},
+        "trait_targets": {t: d.Value("float64") for t in trait_names}})
+
+
+def trm_record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row of a TRM export -> the stored record (``AsapDataSource.record``): the traits
+    the prompt lacks (None in the struct columns) left out."""
+    rec = {k: row[k] for k in TRM_COLUMNS}
+    for k in ("traits", "trait_targets"):
+        rec[k] = {t: v for t, v in (row[k] or {}).items() if v is not None}
+    return rec
+
+
+def export_trm_dir(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                   overwrite: bool = False) -> Path:
+    """A TRM-AES dataset dir (``{split}.array_record`` + manifest) ->
+    ``DatasetDict.save_to_disk(out_dir)`` (one split per manifest split, one row per record,
+    :data:`TRM_COLUMNS`) + its ``manifest.json``. Token ids only: the records keep no text."""
+    from aes_jax.data.asap_records import AsapDataSource, load_manifest
+
+    out_dir = Path(out_dir)
+    refuse_existing(out_dir, overwrite, names=EXPORT_FILES)
+    manifest = load_manifest(dataset_dir)
+    d = _datasets()
+    features = _trm_features(manifest["trait_names"])
+    splits = {}
+    for split in manifest["splits"]:
+        source = AsapDataSource(dataset_dir, split)
+        rows = [source.record(i) for i in range(len(source))]
+        splits[split] = d.Dataset.from_dict(
+            {c: [r[c] for r in rows] for c in TRM_COLUMNS}, features=features)
+    d.DatasetDict(splits).save_to_disk(str(out_dir))
+    manifest["hf_export"] = {"from": str(dataset_dir), "by": "DatasetDict.save_to_disk",
+                             "columns": list(TRM_COLUMNS),
+                             "text": "not stored: input_ids are [CLS] prompt [SEP] essay "
+                                     "[SEP] under the manifest's tokenizer",
+                             "missing_traits": "None in the traits / trait_targets structs"}
     (out_dir / "manifest.json").write_text(
         json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out_dir

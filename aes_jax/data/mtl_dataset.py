@@ -18,7 +18,8 @@ from aes_jax.data.score_codec import ScoreCodec, asap_traits_and_codecs, ell_tra
 from aes_jax.data.splits import assign_splits, parse_split_fractions
 from aes_jax.data.tsv_records import AUTO, LineDecoding
 
-__all__ = ["build_mtl", "build_demo_dataset", "examples_from_asap", "examples_from_ell"]
+__all__ = ["build_mtl", "build_demo_dataset", "examples_from_asap", "examples_from_ell",
+           "asap_dataset_traits", "feedback_info"]
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,7 @@ def build_mtl(inputs: str | None, output_dir: str | os.PathLike, *, feedback: st
         traits, codecs, splits, info = _asap_examples(
             inputs, with_feedback, prompt_set=prompt_set, split=split, split_file=split_file,
             prompt_texts=prompt_texts, seed=seed, strict=strict, encoding=encoding)
-    info["feedback"] = ({"mode": "rubric", "note": "SYNTHETIC template feedback made from "
-                         "the scores by answer_format.rubric_feedback; the corpus has none"}
-                        if with_feedback else {"mode": "none"})
+    info["feedback"] = feedback_info(with_feedback)
     if demo:
         info["synthetic_demo"] = ("SYNTHETIC essays and scores in the ELLIPSE train.csv "
                                   "layout (mtl_demo.demo_ell_rows), not real data")
@@ -107,12 +106,7 @@ def _asap_examples(source: str, with_feedback: bool, *, prompt_set: str | None,
         raise ValueError(f"no essays of {'any prompt' if keep is None else sorted(keep)} in "
                          f"{source} (skipped: {dict(result.skipped)})")
     prompt_list = sorted({e.prompt for e in essays})
-    scales = {p: asap_traits_and_codecs(p) for p in prompt_list
-              if p in asap.TRAIT_NAMES}
-    if len(set(scales.values())) > 1:
-        raise ValueError(f"prompts {prompt_list} differ in ASAP++ traits or score ranges, but "
-                         "an mtl dataset has one trait list and one codec per trait; pick "
-                         "prompts that share them with --prompt_set (1,2 or 3,4 or 5,6)")
+    traits, codecs = asap_dataset_traits(prompt_list)
     split_of, rule = assign_splits(
         essays, fractions=parse_split_fractions(split) if split else None, seed=seed,
         split_file=split_file)
@@ -126,8 +120,6 @@ def _asap_examples(source: str, with_feedback: bool, *, prompt_set: str | None,
                        key=lambda e: (e.prompt, e.essay_id))
         splits[name] = examples_from_asap(group, with_feedback=with_feedback,
                                           prompt_texts=prompt_texts)
-    traits, codecs = (next(iter(scales.values())) if scales
-                      else asap_traits_and_codecs(prompt_list[0]))
     kept = [e for e in essays if e.essay_id in split_of]
     info = {"dataset": "asap++", "prompts": prompt_list,
             "sources": [dataclasses.asdict(f) for f in result.files],
@@ -135,6 +127,25 @@ def _asap_examples(source: str, with_feedback: bool, *, prompt_set: str | None,
             "skipped": dict(sorted(skipped.items())), "skip_examples": result.skip_examples,
             "notes": dict(result.notes), "split": rule}
     return traits, codecs, splits, info
+
+
+def asap_dataset_traits(prompts: Sequence[int], how: str = "with --prompt_set (1,2 or 3,4 "
+                        "or 5,6)") -> tuple[tuple[str, ...], tuple[ScoreCodec, ...]]:
+    """The one (traits, codecs) of an mtl dataset of ASAP++ ``prompts`` (sorted); prompts
+    that differ in traits or score ranges are an error (``how`` says how to pick others)."""
+    scales = {p: asap_traits_and_codecs(p) for p in prompts if p in asap.TRAIT_NAMES}
+    if len(set(scales.values())) > 1:
+        raise ValueError(f"prompts {list(prompts)} differ in ASAP++ traits or score ranges, "
+                         "but an mtl dataset has one trait list and one codec per trait; "
+                         f"pick prompts that share them {how}")
+    return next(iter(scales.values())) if scales else asap_traits_and_codecs(prompts[0])
+
+
+def feedback_info(with_feedback: bool) -> dict:
+    """The manifest's ``feedback`` entry."""
+    return ({"mode": "rubric", "note": "SYNTHETIC template feedback made from the scores by "
+             "answer_format.rubric_feedback; the corpus has none"}
+            if with_feedback else {"mode": "none"})
 
 
 def _kept_decoding(essays: Sequence[asap.Essay | ell.EllEssay], encoding: str) -> dict:

@@ -55,8 +55,11 @@ class LlamaAesTask:
         self.lm = CausalLM(CausalLMSpec.from_config(config))
         d = self.options.data
         self.data_dir = Path(d.dir) if d.dir else Path(workdir) / "data" / "mtl_demo"
-        if d.hf_source is not None:  # messages name the HF source instead
+        if d.hf_source is not None:  # messages name the HF / TFDS source instead
             self.data_dir = Path(d.hf or d.hf_files)
+        elif d.tfds_name:
+            self.data_dir = Path(f"tfds:{d.tfds_name}" + (f" in {d.tfds_dir}" if d.tfds_dir
+                                                           else ""))
 
     @property
     def tokenizer(self):
@@ -68,7 +71,7 @@ class LlamaAesTask:
 
     # ------------------------------------------------------------------ data
     def prepare_data(self) -> None:
-        if not self.options.data.dir and self.options.data.hf_source is None:
+        if self.options.data.demo:
             mtl_dataset.build_demo_dataset(self.data_dir, self.options.data.demo_essays)
 
     @functools.cached_property
@@ -77,12 +80,19 @@ class LlamaAesTask:
         return self._read_dataset()
 
     def _read_dataset(self) -> tuple[dict, dict[str, list[mtl_io.MtlExample]]]:
-        """The one place choosing the source: HF `datasets` (config.data.hf / hf_files) or
-        an mtl dir (config.data.dir, or the demo built into the workdir)."""
-        hf_source = self.options.data.hf_source
+        """The one place choosing the source: HF `datasets` (config.data.hf / hf_files), a
+        TFDS dataset (config.data.tfds_name) or an mtl dir (config.data.dir, or the demo
+        built into the workdir)."""
+        d = self.options.data
+        hf_source = d.hf_source
         if hf_source is not None:
             from aes_jax.data import hf_inputs  # imports `datasets`: only when asked for
             return hf_inputs.load_hf_mtl(hf_source)
+        if d.tfds_name:
+            from aes_jax.datasets import mtl_source  # imports tensorflow_datasets: likewise
+            return mtl_source.load_tfds_mtl(
+                d.tfds_name, d.tfds_dir, feedback=d.tfds_feedback,
+                prompt_texts=mtl_source.read_prompt_texts(d.tfds_prompt_texts))
         if not (self.data_dir / "manifest.json").is_file():
             raise FileNotFoundError(
                 f"{self.data_dir}: no manifest.json; build a dataset with "

@@ -31,6 +31,14 @@ class MtlData:
     # codecs from a manifest.json beside them, else inferred from the traits column.
     hf: str = ""
     hf_files: str = ""
+    # Or a TFDS dataset of aes_jax.datasets (aes_jax/datasets/mtl_source.py): `ellipse/...`
+    # or `asap_traits/prompt_k`, built by `launch.build_dataset --format=tfds` into
+    # tfds_dir ("" = TFDS's default dir); made into examples as `--format=mtl` would, with
+    # tfds_feedback (none | rubric) and tfds_prompt_texts (a JSON {prompt: text} file).
+    tfds_name: str = ""
+    tfds_dir: str = ""
+    tfds_feedback: str = "none"
+    tfds_prompt_texts: str = ""
     demo_essays: int = 240
     eval_split: str = "dev"
     limit_train: int = 0  # only the first N train examples; 0 = all
@@ -38,9 +46,25 @@ class MtlData:
     seq_len: int = 768  # longest prompt + answer; longer essays are shortened (counted)
 
     def __post_init__(self):
-        given = [f"config.data.{k}" for k in ("dir", "hf", "hf_files") if getattr(self, k)]
+        given = [f"config.data.{k}" for k in ("dir", "hf", "hf_files", "tfds_name")
+                 if getattr(self, k)]
         if len(given) > 1:
             raise ValueError(f"{' and '.join(given)}: give one dataset source")
+        if self.tfds_feedback not in ("none", "rubric"):
+            raise ValueError(f"config.data.tfds_feedback={self.tfds_feedback!r}: expected "
+                             "'none' or 'rubric'")
+        if not self.tfds_name:
+            stray = [f"config.data.{k}" for k in ("tfds_dir", "tfds_prompt_texts")
+                     if getattr(self, k)] + (["config.data.tfds_feedback"]
+                                             if self.tfds_feedback != "none" else [])
+            if stray:
+                raise ValueError(f"{' and '.join(stray)} without config.data.tfds_name: "
+                                 "name the TFDS dataset too")
+
+    @property
+    def demo(self) -> bool:
+        """No source given: the synthetic demo corpus (built into the workdir)."""
+        return not (self.dir or self.hf or self.hf_files or self.tfds_name)
 
     @property
     def hf_source(self) -> str | dict[str, str] | None:
