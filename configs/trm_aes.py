@@ -53,6 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # by launch.build_dataset --format=tfds into tfds_dir ("" = TFDS's default dir).
     c.data.tfds_name = ""
     c.data.tfds_dir = ""
+    c.data.tfds_prompt_texts = ""  # JSON {prompt: text}, as build_dataset --prompt_texts
     c.data.eval_split = "dev"
     # "" = the packaged MiniLM (BERT uncased WordPiece, 384-d embeddings); or a BERT HF dir.
     c.data.embeddings_dir = ""

@@ -141,3 +141,21 @@ def test_trm_batches_from_tfds_equal_the_array_record_batches(tmp_path):
     for a, t in zip(a_ev, t_ev):
         for k in a:
             np.testing.assert_array_equal(a[k], t[k], err_msg=k)
+
+
+def test_trm_with_prompt_texts_from_tfds_equals_the_array_record_records(tmp_path):
+    import json
+
+    write_traits_splits(tmp_path / "in")
+    texts = {3: "Describe the setting of the story."}
+    (tmp_path / "prompts.json").write_text(json.dumps(texts))
+    build_dataset(BuildOptions(inputs=[str(tmp_path / "in")], output_dir=tmp_path / "ar",
+                               max_tokens=20, prompt_texts=texts))
+    datasets.build("asap_traits", tmp_path / "in", tmp_path / "tfds")
+    ar = _trm_task(tmp_path, dataset_dir=str(tmp_path / "ar"))
+    tf = _trm_task(tmp_path, tfds_name="asap_traits", tfds_dir=str(tmp_path / "tfds"),
+                   tfds_prompt_texts=str(tmp_path / "prompts.json"))
+    a, t = ar.source("train"), tf.source("train")
+    assert len(a) == len(t) > 0
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a[i]["input_ids"], t[i]["input_ids"])

@@ -57,6 +57,7 @@ class TRMAesOptions:
     # read; tfds_dir "" = TFDS's default data dir.
     tfds_name: str = ""
     tfds_dir: str = ""
+    tfds_prompt_texts: str = ""  # JSON {prompt: text}: [CLS] prompt [SEP] essay [SEP]
     eval_split: str = "dev"
     embeddings_dir: str = ""  # "" = the packaged MiniLM
     # The demo dataset is built with it; a built dataset must have it (0 = its own).
@@ -81,6 +82,7 @@ class TRMAesOptions:
             raise ValueError("give data.dataset_dir or data.tfds_name, not both")
         return cls(dataset_dir=d.dataset_dir, eval_split=d.eval_split,
                    tfds_name=d.get("tfds_name", ""), tfds_dir=d.get("tfds_dir", ""),
+                   tfds_prompt_texts=d.get("tfds_prompt_texts", ""),
                    embeddings_dir=d.embeddings_dir, max_tokens=d.max_tokens,
                    model=dict(config.model), dtype=config.dtype,
                    train_traits=config.get("train_traits", True), supervision=supervision,
@@ -184,10 +186,11 @@ class TRMAesTask:
 
     def _tfds_manifest(self) -> dict:
         from aes_jax.datasets import trm_source
+        from aes_jax.datasets.mtl_source import read_prompt_texts
 
         o = self.options
         return trm_source.tfds_manifest(o.tfds_name, o.tfds_dir, self._tfds_tokenizer,
-                                        o.max_tokens)
+                                        o.max_tokens, read_prompt_texts(o.tfds_prompt_texts))
 
     @functools.cached_property
     def _tfds_sources(self) -> dict:
