@@ -99,12 +99,13 @@ class Checkpointer:
 
 
 def best_of(manager: ocp.CheckpointManager) -> dict | None:
-    with_metrics = [s for s in manager.all_steps()
-                    if manager.metrics(s) is not None and _ranking(manager.metrics(s)) > -math.inf]
-    if not with_metrics:
+    metrics = {s: manager.metrics(s) for s in manager.all_steps()}  # each read once
+    ranked = {s: _ranking(m) for s, m in metrics.items() if m is not None}
+    ranked = {s: r for s, r in ranked.items() if r > -math.inf}
+    if not ranked:
         return None
-    step = max(with_metrics, key=lambda s: (_ranking(manager.metrics(s)), -s))
-    return {"step": step, **manager.metrics(step)}
+    step = max(ranked, key=lambda s: (ranked[s], -s))
+    return {"step": step, **metrics[step]}
 
 
 def _reader(workdir: str | Path) -> ocp.CheckpointManager:
@@ -124,12 +125,17 @@ def resolve_step(workdir: str | Path, which: str | int | None = None) -> tuple[i
     """(step, how it was chosen) for `which` = "best", "last", a step number, or None
     (the best checkpoint when the run tracked one, else the last)."""
     with _reader(workdir) as manager:
-        steps = sorted(manager.all_steps())
-        if not steps:
-            raise FileNotFoundError(f"{manager.directory}: no checkpoints")
-        best = best_of(manager)
+        return _resolve(manager, workdir, which)
+
+
+def _resolve(manager: ocp.CheckpointManager, workdir: str | Path, which: str | int | None
+             ) -> tuple[int, str]:
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise FileNotFoundError(f"{manager.directory}: no checkpoints")
     text = str(which).strip().lower() if which is not None else ""
     if text in ("", BEST):
+        best = best_of(manager)  # reads every step's metrics: only when asked for
         if best is not None:
             return best["step"], (f"best {best['name']} {best['value']:.4f} "
                                   f"({best['mode']})")
@@ -150,8 +156,8 @@ def resolve_step(workdir: str | Path, which: str | int | None = None) -> tuple[i
 def read_state_numpy(workdir: str | Path, step: int | str | None = None) -> tuple[int, dict]:
     """(step, TrainState pytree as numpy) from WORKDIR/checkpoints, whatever mesh or number
     of processes wrote it; `step` as `resolve_step` takes it (default best, else last)."""
-    step, _ = resolve_step(workdir, step)
     with _reader(workdir) as manager:
+        step, _ = _resolve(manager, workdir, step)
         meta = manager.item_metadata(step)["state"]
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
         restored = manager.restore(step, args=ocp.args.Composite(
