@@ -52,7 +52,7 @@ def main(argv):
 
     from aes_jax import tasks
     from aes_jax.runs import check_resume, record_config
-    from aes_jax.tasks.capabilities import PreparesData
+    from aes_jax.tasks.capabilities import PreparesData, StagedTask
     from aes_jax.train import loop
     from aes_jax.train.checkpoint import latest_step
     from aes_jax.train.engine_config import EngineConfig
@@ -67,7 +67,12 @@ def main(argv):
     if isinstance(task, PreparesData):  # e.g. the demo dataset when the config names none
         task.prepare_data()
     try:
-        loop.train(task, config, workdir)
+        if isinstance(task, StagedTask):  # each stage by the one loop, in WORKDIR/<stage>
+            for stage in task.stages():
+                loop.train(stage.task, stage.engine, workdir / stage.name)
+            task.finish()
+        else:
+            loop.train(task, config, workdir)
     except TrainingInterrupted as e:
         print(str(e), file=sys.stderr, flush=True)
         sys.exit(e.exit_code)

@@ -127,3 +127,23 @@ def test_no_best_checkpoint_without_a_metric(tmp_path):
     assert resolve_step(tmp_path) == (4, "last (no best checkpoint tracked)")
     with pytest.raises(FileNotFoundError, match="no best checkpoint"):
         resolve_step(tmp_path, "best")
+
+
+def test_early_stopping_counts_evaluations_since_the_best_and_survives_a_restart(
+        tmp_path, capsys):
+    from aes_jax.train import loop
+
+    # "max" on a falling eval_mse: step 2 stays the best, so patience 2 stops at step 6.
+    settings = dict(total_steps=20, eval_every=2, checkpoint_every=20, log_every=2,
+                    best_metric="eval_mse", best_mode="max", early_stop_patience=2)
+    last = loop.train(LinearRegressionTask(), config(**settings), tmp_path)
+    out = capsys.readouterr().out
+    assert last["step"] == 6, last
+    assert "stopping early at step 6" in out and "(stopped early)" in out
+    assert [r["step"] for r in read_metrics(tmp_path) if "eval_mse" in r] == [2, 4, 6]
+    last = loop.train(LinearRegressionTask(), config(**settings), tmp_path)
+    out = capsys.readouterr().out
+    assert last["step"] == 6 and "already finished at step 6 (stopped early" in out
+    # Patience 0 trains to the end.
+    settings.update(early_stop_patience=0)
+    assert loop.train(LinearRegressionTask(), config(**settings), tmp_path / "b")["step"] == 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -86,3 +86,31 @@ class EvalArtifactWriter(Protocol):
 
     def write_eval_artifacts(self, outputs: list[dict[str, np.ndarray]], out_dir: Path, *,
                              split: str, step: int) -> list[Path]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training stage of a `StagedTask`: a loop `Task`, the engine settings it trains
+    with (a mapping `EngineConfig.from_config` reads) and the subdirectory of the run it
+    writes (checkpoints, metrics.jsonl, TensorBoard)."""
+
+    name: str
+    task: Any
+    engine: Mapping[str, Any]
+
+
+@runtime_checkable
+class StagedTask(Protocol):
+    """A system trained in stages (Pair2Score: relative pairs, then absolute scores).
+    `launch.train` trains each stage with the one loop in WORKDIR/<stage.name>, in order;
+    a resumed run passes over finished stages (the loop reports them) and continues the
+    stage it was in. `stages` is a generator so a stage is built only after the earlier
+    ones have trained (it may read their checkpoints)."""
+
+    def stages(self) -> Iterator[Stage]: ...
+
+    def final_stage(self) -> Stage:
+        """The stage whose checkpoints `launch.evaluate` / `launch.export` read."""
+
+    def finish(self) -> dict[str, Any]:
+        """After the last stage: the run's own results (e.g. held-out metrics JSON)."""

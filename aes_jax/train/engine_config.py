@@ -39,6 +39,9 @@ class EngineConfig:
     # no best; best_mode "" = the task's direction for its default, else from the name.
     best_metric: str = ""
     best_mode: str = ""
+    # Stop when this many evaluations in a row bring no new best on the tracked metric
+    # (0 = never). Counted from the best step, so a resumed run stops where it would have.
+    early_stop_patience: int = 0
 
     @classmethod
     def from_config(cls, config: Any) -> "EngineConfig":
@@ -75,5 +78,11 @@ class EngineConfig:
                 "eval_"):
             raise ValueError(f"config.best_metric={self.best_metric!r}: expected a logged "
                              "eval key such as eval_mean_qwk or eval_loss, or none")
+        if self.early_stop_patience < 0:
+            raise ValueError(f"config.early_stop_patience={self.early_stop_patience}: "
+                             "expected >= 0 (0 = never stop early)")
+        if self.early_stop_patience and not self.eval_every:
+            raise ValueError("config.early_stop_patience needs evaluations "
+                             "(config.eval_every > 0)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"config.ema_decay={self.ema_decay}: expected [0, 1)")

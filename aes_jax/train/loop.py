@@ -118,13 +118,17 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
                         async_save=config.async_checkpointing, track_best=tracked is not None)
     start = ckpt.latest_step() or 0
     headline = task.headline_metrics() if reporting else None
-    if start >= config.total_steps:  # a finished run started again
+    early = start and _patience_spent(tracked, ckpt.best(), start, config)
+    if start >= config.total_steps or early:  # a finished run started again
+        best = ckpt.best()
         ckpt.close()
         last = _read_last_record(workdir / "metrics.jsonl")
         keys = console.headline_keys(last, headline)
+        why = (f"stopped early: no new best for {config.early_stop_patience} evaluations"
+               if early else f"config.total_steps={config.total_steps}")
         for line in console.summary_lines(
-                f"{workdir}: already finished at step {start} (config.total_steps="
-                f"{config.total_steps}); its last metrics:", last, keys, ckpt.best()):
+                f"{workdir}: already finished at step {start} ({why}); its last metrics:",
+                last, keys, best):
             say(line)
         return last
 
@@ -186,7 +190,7 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
     bar = tqdm(total=config.total_steps, initial=start, disable=not is_main, unit="step",
                dynamic_ncols=True)
     write = bar.write if is_main else (lambda *a, **k: None)
-    step = start
+    step, stopped_early = start, False
     try:
         for step in range(start + 1, config.total_steps + 1):
             if step == start + 1:
@@ -248,6 +252,11 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
             if signum is not None:
                 ckpt.wait()
                 raise TrainingInterrupted(step, signum, str(workdir))
+            if do_eval and _patience_spent(tracked, best, step, config):
+                write(f"stopping early at step {step}: no new best {tracked[0]} for "
+                      f"{config.early_stop_patience} evaluations (best at step {best['step']})")
+                stopped_early = True
+                break
         signum = stop.agreed()
         if signum is not None and step == start:  # a signal before the first step
             raise TrainingInterrupted(None, signum, str(workdir))
@@ -256,8 +265,9 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
         ckpt.close()
         writer.close()
     keys = console.headline_keys(last, headline)
-    for line in console.summary_lines(f"finished step {last.get('step')} in {workdir}:",
-                                      last, keys, best):
+    title = f"finished step {last.get('step')} in {workdir}" + (
+        " (stopped early)" if stopped_early else "") + ":"
+    for line in console.summary_lines(title, last, keys, best):
         say(line)
     return last
 
@@ -275,3 +285,13 @@ def _track_best(tracked: tuple[str, str] | None, record: dict, step: int, best: 
     if math.isfinite(value) and better:
         best = {"step": step, **here}
     return here, best
+
+
+def _patience_spent(tracked: tuple[str, str] | None, best: dict | None, step: int,
+                    config: EngineConfig) -> bool:
+    """Early stopping: `early_stop_patience` evaluations since the best one. Read from the
+    best step (kept in the checkpoints), so a resumed run needs no counter of its own."""
+    patience = config.early_stop_patience
+    if not (patience and tracked and best) or best.get("name") != tracked[0]:
+        return False
+    return step - int(best["step"]) >= patience * config.eval_every
