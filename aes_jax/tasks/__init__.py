@@ -15,6 +15,7 @@ REGISTRY = {
     "lm_lora": "aes_jax.tasks.lm_lora:LMLoraTask",
     "trm_aes": "aes_jax.tasks.trm_aes:TRMAesTask",
     "llama_aes": "aes_jax.tasks.llama_aes:LlamaAesTask",
+    "pair2score": "aes_jax.tasks.pair2score:Pair2ScoreTask",
 }
 
 
