@@ -30,13 +30,17 @@ def export_converted(ckpt: str, out: str) -> list[Path]:
 
 def export_run(run: str, out: str, step: str, use_ema: bool) -> list[Path]:
     from aes_jax.runs import load_run, restore_params
-    from aes_jax.tasks.capabilities import Exporter
+    from aes_jax.tasks.capabilities import Exporter, StagedTask
 
     config, task = load_run(run)
+    ckpt_dir = run
+    if isinstance(task, StagedTask):  # e.g. Pair2Score: its last stage's checkpoints
+        stage = task.final_stage()
+        task, ckpt_dir = stage.task, str(Path(run) / stage.name)
     if not isinstance(task, Exporter):
         raise app.UsageError(f"{run}: task {config.task!r} has no export")
-    step, trainable, frozen = restore_params(run, config, task, cli.chosen_step(run, step),
-                                             use_ema)
+    step, trainable, frozen = restore_params(ckpt_dir, config, task,
+                                             cli.chosen_step(ckpt_dir, step), use_ema)
     print(f"exporting {run} step {step}{' (EMA)' if use_ema else ''}")
     return task.export(trainable, frozen, out)
 

@@ -90,3 +90,40 @@ def test_both_stages_train_and_a_rerun_only_reports(tmp_path):
     rerun = json.loads((workdir / "absolute_metrics.json").read_text())
     assert {k: rerun[k] for k in ("qwk", "mae", "rmse", "anchor_qwk")} == \
         {k: result[k] for k in ("qwk", "mae", "rmse", "anchor_qwk")}
+
+    # Export: the merged HF model + the head reproduce the run's Stage-2 predictions in torch.
+    out = tmp_path / "export"
+    exported = subprocess.run([sys.executable, "-m", "launch.export", f"--run={workdir}",
+                               f"--out={out}"], cwd=REPO, env=env(), capture_output=True,
+                              text=True, timeout=600)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    _assert_export_matches(workdir, out)
+
+
+def _assert_export_matches(workdir, out):
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    from aes_jax.runs import load_run
+    from aes_jax.train.checkpoint import read_state_numpy
+
+    _, task = load_run(workdir)
+    absolute = task.final_stage().task
+    _, state = read_state_numpy(workdir / "absolute")
+    _, frozen = absolute.init(jax.random.PRNGKey(0))
+    ids, mask = task.data.tokens.ids[:3], task.data.tokens.mask[:3]
+    ours = np.asarray(absolute.predict(jax.tree.map(jnp.asarray, state["trainable"]), frozen,
+                                       ids, mask))
+    model = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32)
+    head = {k: torch.tensor(v) for k, v in load_file(out / "head.safetensors").items()}
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor(ids, dtype=torch.long),
+                       attention_mask=torch.tensor(mask, dtype=torch.long),
+                       output_hidden_states=True).hidden_states[-1]
+        m = torch.tensor(mask, dtype=torch.float32)[..., None]
+        pooled = (hidden * m).sum(1) / m.sum(1)
+        x = torch.relu(pooled @ head["hidden.kernel"] + head["hidden.bias"])
+        theirs = (x @ head["out.kernel"] + head["out.bias"])[:, 0].numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
