@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from aes_jax.data.ell import ELL_TRAITS, EllEssay, read_ell, read_ell_dir
+from aes_jax.data.pair_sampling import sample_pool
 from aes_jax.data.read_report import DataFormatError, summary
 
 __all__ = ["FOLDS", "RUNS", "SPLITS", "SIZES", "Pair", "PairCache", "read_fold_map",
@@ -54,11 +55,8 @@ PAIR_KEYS = ("run", "trait", "split", "index", "a", "b", "y", "da", "db", "d")
 META_KEYS = ("run", "trait", "seed", "target_usage", "min_score_gap", "splits")
 VAL_FRACTION = TEST_FRACTION = 0.1  # of the training folds' essays; train gets the rest
 SMALL_FRACTION = 0.5
-# Fill-pass gap buckets as [low, high); the lowest one starts at min_score_gap.
-GAP_BUCKETS = ((3.0, float("inf")), (2.0, 3.0), (0.0, 2.0))
 D_TOLERANCE = 1e-6
 _EPS = 1e-9
-_RETRIES = 30  # random draws before listing a bucket's remaining open pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,146 +368,14 @@ def _pools(ids: list[str], seed: int, halve: bool) -> dict[str, list[str]]:
     return {split: sorted(pools[split]) for split in SPLITS}
 
 
-class _Pairer:
-    """The coverage and fill passes over one pool (essays 0..n-1 with trait scores)."""
-
-    def __init__(self, scores: np.ndarray, rng: np.random.Generator, min_gap: float,
-                 target: int, cap: int):
-        self.v, self.rng, self.n = scores, rng, len(scores)
-        self.min_gap, self.target, self.cap = min_gap, target, cap
-        self.usage = np.zeros(self.n, dtype=np.int64)
-        self.partners: list[set[int]] = [set() for _ in range(self.n)]
-        self.chosen: list[tuple[int, int]] = []
-        self.fallbacks = 0
-
-    def add(self, i: int, j: int) -> None:
-        self.chosen.append((i, j))
-        self.usage[i] += 1
-        self.usage[j] += 1
-        self.partners[i].add(j)
-        self.partners[j].add(i)
-
-    def lowest_usage(self, candidates: np.ndarray) -> int:
-        """A random one of the least-used candidates."""
-        u = self.usage[candidates]
-        low = candidates[u == u.min()]
-        return int(low[self.rng.integers(len(low))])
-
-    def cover(self) -> None:
-        """Pair every unpaired essay once, at gap >= min_gap when any partner allows."""
-        for i in self.rng.permutation(self.n):
-            if self.usage[i]:
-                continue
-            gap = np.abs(self.v - self.v[i])
-            room = self.usage < self.cap
-            room[i] = False
-            eligible = np.flatnonzero(room & (gap >= self.min_gap - _EPS))
-            if eligible.size:
-                self.add(int(i), self.lowest_usage(eligible))
-                continue
-            # No partner at the gap: the nearest nonzero gap, else anyone (still counted).
-            self.fallbacks += 1
-            near = np.flatnonzero(room & (gap > _EPS))
-            if near.size:
-                near = near[gap[near] == gap[near].max()]
-            else:
-                near = np.flatnonzero(room)
-            if not near.size:  # every other essay at the cap: pass it rather than drop i
-                near = np.delete(np.arange(self.n), i)
-            self.add(int(i), self.lowest_usage(near))
-
-    def fill(self) -> None:
-        """Sample unseen pairs by gap bucket until essays reach the target usage."""
-        levels, level_of = np.unique(self.v, return_inverse=True)
-        self.open: list[list[int]] = [[] for _ in levels]
-        self.slot = np.full(self.n, -1)
-        for i in range(self.n):
-            if self.usage[i] < self.target:
-                self.slot[i] = len(self.open[level_of[i]])
-                self.open[level_of[i]].append(i)
-        self.level_of = level_of
-        counts = np.bincount(level_of, minlength=len(levels))
-        buckets = []
-        for low, high in GAP_BUCKETS:
-            low = max(low, self.min_gap)
-            buckets.append([(la, lb) for la, lb in itertools.combinations(range(len(levels)), 2)
-                            if low - _EPS <= levels[lb] - levels[la] < high - _EPS])
-        sizes = np.array([sum(counts[a] * counts[b] for a, b in pb) for pb in buckets], float)
-        wanted = max(0, round(self.n * self.target / 2) - len(self.chosen))
-        quota = (np.floor(wanted * sizes / sizes.sum()) if sizes.sum() else sizes).astype(int)
-        # The original's quotas: each bucket's share of the candidate pairs.
-        self._round_robin(buckets, quota)
-        self._round_robin(buckets, None)
-        self._top_up()
-
-    def _round_robin(self, buckets: list[list[tuple[int, int]]], quota) -> None:
-        taken = [0] * len(buckets)
-        live = [bool(pb) for pb in buckets]
-        while any(live):
-            for k, level_pairs in enumerate(buckets):
-                if not live[k]:
-                    continue
-                if (quota is not None and taken[k] >= quota[k]) or not self._draw(level_pairs):
-                    live[k] = False
-                else:
-                    taken[k] += 1
-
-    def _draw(self, level_pairs: list[tuple[int, int]]) -> bool:
-        """Add one unseen pair of two essays below the target from these score levels."""
-        weights = np.array([len(self.open[a]) * len(self.open[b]) for a, b in level_pairs],
-                           dtype=float)
-        cumulative = np.cumsum(weights)
-        if cumulative[-1] == 0:
-            return False
-        for _ in range(_RETRIES):
-            k = int(np.searchsorted(cumulative, self.rng.random() * cumulative[-1], "right"))
-            a, b = level_pairs[min(k, len(level_pairs) - 1)]
-            i = self.open[a][self.rng.integers(len(self.open[a]))]
-            j = self.open[b][self.rng.integers(len(self.open[b]))]
-            if j not in self.partners[i]:
-                return self._add_open(i, j)
-        rest = [(i, j) for a, b in level_pairs for i in self.open[a] for j in self.open[b]
-                if j not in self.partners[i]]
-        return bool(rest) and self._add_open(*rest[self.rng.integers(len(rest))])
-
-    def _add_open(self, i: int, j: int) -> bool:
-        self.add(i, j)
-        for e in (i, j):
-            if self.usage[e] >= self.target:  # close it: swap-remove from its level
-                group = self.open[self.level_of[e]]
-                last = group.pop()
-                if last != e:
-                    group[self.slot[e]] = last
-                    self.slot[last] = self.slot[e]
-                self.slot[e] = -1
-        return True
-
-    def _top_up(self) -> None:
-        """Essays still short get partners up to the soft cap, least-used first."""
-        for i in self.rng.permutation(self.n):
-            gap_ok = np.abs(self.v - self.v[i]) >= self.min_gap - _EPS
-            while self.usage[i] < self.target:
-                room = gap_ok & (self.usage < self.cap)
-                room[i] = False
-                room[list(self.partners[i])] = False
-                candidates = np.flatnonzero(room)
-                if not candidates.size:
-                    break
-                self.add(int(i), self.lowest_usage(candidates))
-
-
 def _pair_pool(ids: list[str], scores: Mapping[str, float], rng: np.random.Generator,
                min_gap: float, target: int, cap: int) -> tuple[list[tuple[str, str]], int]:
-    """(better, worse) text_id pairs of one pool in selection order, and its fallbacks."""
-    if len(ids) < 2:
-        return [], 0
+    """(better, worse) text_id pairs of one pool in the order chosen, and its fallbacks."""
     values = np.array([scores[t] for t in ids])
-    pairer = _Pairer(values, rng, min_gap, target, cap)
-    pairer.cover()
-    pairer.fill()
+    chosen, fallbacks = sample_pool(values, rng, min_gap, target, cap)
     # The original's orientation: the better essay first (on a tie, the one paired).
-    return ([(ids[i], ids[j]) if values[i] >= values[j] else (ids[j], ids[i])
-             for i, j in pairer.chosen], pairer.fallbacks)
+    return [(ids[i], ids[j]) if values[i] >= values[j] else (ids[j], ids[i])
+            for i, j in chosen], fallbacks
 
 
 def build_pair_cache(essays: Sequence[EllEssay], fold_map: Mapping[str, str], trait: str,
@@ -522,12 +388,13 @@ def build_pair_cache(essays: Sequence[EllEssay], fold_map: Mapping[str, str], tr
     pools (seeded by the run's seed) before any pairing. ``size``: ``large`` pairs all of
     them, ``small`` a seeded half of each pool, ``mini`` the small pools' pairs subsampled
     to ``mini_sizes`` (train, val, test; fewer when fewer exist, said in the stats' notes).
-    Per pool, a coverage pass pairs every essay at least once, with a random low-usage
-    partner at gap >= ``min_score_gap`` (else the nearest nonzero gap: a counted
-    fallback), then a fill pass samples unseen pairs by gap bucket (>= 3, [2, 3), [min
-    gap, 2)) until each essay has ``target_usage`` pairs, never past ``soft_cap``. Each
-    pair has the better essay first and y = 1. Deterministic in (essays, fold map, trait,
-    run); the pools do not depend on the trait.
+    Per pool (:func:`~aes_jax.data.pair_sampling.sample_pool`), a coverage pass pairs
+    every essay at least once, with a random low-usage partner at gap >= ``min_score_gap``
+    (else the nearest nonzero gap: a counted fallback), then a fill pass samples unseen
+    pairs by gap bucket (>= 3, [2, 3), [min gap, 2)) until each essay has
+    ``target_usage`` pairs where the scores allow, never past ``soft_cap``. Each pair has
+    the better essay first and y = 1. Deterministic in (essays, fold map, trait, run);
+    the pools do not depend on the trait, so every trait of a run splits alike.
     """
     held_out, seed = run_setup(run)
     if size not in SIZES:
@@ -550,18 +417,20 @@ def build_pair_cache(essays: Sequence[EllEssay], fold_map: Mapping[str, str], tr
     pools = _pools(training, seed, halve=size != "large")
     base = [seed, zlib.crc32(trait.encode())]
     pairs: list[Pair] = []
+    fallbacks: dict[str, int] = {}
     for k, split in enumerate(SPLITS):
-        found, _ = _pair_pool(pools[split], scores, np.random.default_rng(base + [k]),
-                              float(min_score_gap), target_usage, soft_cap)
+        found, fallbacks[split] = _pair_pool(pools[split], scores,
+                                             np.random.default_rng(base + [k]),
+                                             float(min_score_gap), target_usage, soft_cap)
         pairs += [Pair(run, trait, split, n, a, b, 1, scores[a], scores[b],
                        abs(scores[a] - scores[b])) for n, (a, b) in enumerate(found)]
+    _check_built(pairs, pools, fold_map, held_out, float(min_score_gap), fallbacks)
     notes = []
     requested = {s: round(len(pools[s]) * target_usage / 2) for s in SPLITS}
     if size == "mini":
         pairs, notes = _subsample(pairs, dict(zip(SPLITS, mini_sizes)),
                                   np.random.default_rng(base + [0x313]))
         requested = dict(zip(SPLITS, mini_sizes))
-    _check_built(pairs, pools, fold_map, held_out)
     stats = _stats(pairs, pools, float(min_score_gap), target_usage)
     stats["notes"] = notes
     meta = {"run": run, "trait": trait, "seed": seed, "target_usage": target_usage,
@@ -592,9 +461,15 @@ def _subsample(pairs: list[Pair], sizes: dict[str, int],
 
 
 def _check_built(pairs: list[Pair], pools: dict[str, list[str]], fold_map: Mapping[str, str],
-                 held_out: str) -> None:
-    """What must never happen, checked on every build (not with ``assert``: -O drops it)."""
+                 held_out: str, min_gap: float, fallbacks: dict[str, int]) -> None:
+    """What must never happen, checked on every build (not with ``assert``: -O drops it).
+    The stats count fallbacks as pairs below the gap; that must be what the passes did."""
     owner = {t: s for s in SPLITS for t in pools[s]}
+    for split in SPLITS:
+        below = sum(p.d < min_gap - _EPS for p in pairs if p.split == split)
+        if below != fallbacks[split]:
+            raise AssertionError(f"{split}: {below} pairs below the gap, {fallbacks[split]} "
+                                 "fallbacks")
     seen = set()
     for p in pairs:
         if fold_map[p.a] == held_out or fold_map[p.b] == held_out:
