@@ -14,7 +14,7 @@ import ml_collections
 
 from aes_jax import tasks
 from aes_jax.eval import plots
-from aes_jax.tasks.capabilities import EvalArtifactWriter
+from aes_jax.tasks.capabilities import EvalArtifactWriter, StagedTask
 from aes_jax.train.checkpoint import read_state_numpy
 from aes_jax.train.engine_config import EngineConfig
 from aes_jax.train.task import Task
@@ -119,6 +119,15 @@ def load_run(run_dir: str | Path, overrides: Mapping[str, Any] | None = None
     return config, tasks.build(config, run_dir)
 
 
+def checkpointed_task(run_dir: str | Path, task: Task) -> tuple[Task, Path]:
+    """(task, checkpoint dir) a run's evaluation and export read: the run itself, or for a
+    `StagedTask` (Pair2Score) its final stage and RUN/<stage name>."""
+    if isinstance(task, StagedTask):
+        stage = task.final_stage()
+        return stage.task, Path(run_dir) / stage.name
+    return task, Path(run_dir)
+
+
 def restore_params(run_dir: str | Path, config: Any, task: Task,
                    step: int | str | None = None,
                    use_ema: bool = False) -> tuple[int, Any, Any]:
@@ -139,7 +148,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", step: int | str | Non
     `read_state_numpy` takes it (default: the best checkpoint, else the last)."""
     run_dir = Path(run_dir)
     config, task = load_run(run_dir, {"data.eval_split": split})
-    step, trainable, frozen = restore_params(run_dir, config, task, step, use_ema)
+    task, ckpt_dir = checkpointed_task(run_dir, task)
+    step, trainable, frozen = restore_params(ckpt_dir, config, task, step, use_ema)
     eval_step = jax.jit(task.eval_step)
     outputs = [jax.device_get(eval_step(trainable, frozen, batch))
                for batch in task.eval_batches(config.eval_batch_size, 0, 1)]
@@ -151,12 +161,13 @@ def evaluate_run(run_dir: str | Path, split: str = "test", step: int | str | Non
     files[0].write_text(json.dumps(result, indent=2) + "\n")
     if isinstance(task, EvalArtifactWriter):
         files += task.write_eval_artifacts(outputs, out, split=split, step=step)
-    if (run_dir / "metrics.jsonl").is_file():
+    if (ckpt_dir / "metrics.jsonl").is_file():
         # The split the loop evaluated on while training, not this evaluation's `split`.
         eval_split = load_config(run_dir).get("data", {}).get("eval_split", "dev")
-        plots.learning_curve_png(run_dir / "metrics.jsonl", out / "learning_curve.png",
+        plots.learning_curve_png(ckpt_dir / "metrics.jsonl", out / "learning_curve.png",
                                  keys=("loss", "mse", "mse_last_step", "eval_loss"),
-                                 extra_keys=("eval_mean_qwk",),
-                                 labels={"eval_mean_qwk": f"{eval_split} mean QWK"})
+                                 extra_keys=("eval_mean_qwk", "eval_qwk"),
+                                 labels={"eval_mean_qwk": f"{eval_split} mean QWK",
+                                         "eval_qwk": f"{eval_split} QWK"})
         files.append(out / "learning_curve.png")
     return {**result, "files": [str(f) for f in files]}

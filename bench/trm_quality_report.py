@@ -180,11 +180,13 @@ def print_comparison(rows: list[dict[str, Any]], resamples: int) -> None:
     print_aligned(lines)
 
 
-def bar_chart(rows: list[dict[str, Any]], prompts: list[int], title: str, path: Path) -> None:
+def bar_chart(rows: list[dict[str, Any]], prompts: list[Any], title: str, path: Path,
+              group_label: Any = "p{}".format) -> None:
+    """QWK and RMSE bars per method (rows) for each group (prompts; Pair2Score: traits)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    groups = [f"p{p}" for p in prompts] + (["mean"] if len(prompts) > 1 else [])
+    groups = [group_label(p) for p in prompts] + (["mean"] if len(prompts) > 1 else [])
     fig = Figure(figsize=(max(7.0, 1.6 * len(groups) * len(rows) / 2), 4.2), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)

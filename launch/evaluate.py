@@ -38,9 +38,11 @@ def metrics_table(result: Mapping[str, Any]) -> list[str]:
 
 def main(argv):
     del argv
-    from aes_jax.runs import evaluate_run
+    from aes_jax.runs import checkpointed_task, evaluate_run, load_run
 
-    step = cli.chosen_step(RUN.value, STEP.value)
+    # A staged run (Pair2Score) is evaluated on its final stage's checkpoints.
+    _, ckpt_dir = checkpointed_task(RUN.value, load_run(RUN.value)[1])
+    step = cli.chosen_step(str(ckpt_dir), STEP.value)
     result = evaluate_run(RUN.value, SPLIT.value, step, EMA.value, OUT.value)
     print(f"{RUN.value}, step {result['step']}{' (EMA)' if EMA.value else ''}, "
           f"split {SPLIT.value}:")

@@ -29,14 +29,12 @@ def export_converted(ckpt: str, out: str) -> list[Path]:
 
 
 def export_run(run: str, out: str, step: str, use_ema: bool) -> list[Path]:
-    from aes_jax.runs import load_run, restore_params
-    from aes_jax.tasks.capabilities import Exporter, StagedTask
+    from aes_jax.runs import checkpointed_task, load_run, restore_params
+    from aes_jax.tasks.capabilities import Exporter
 
     config, task = load_run(run)
-    ckpt_dir = run
-    if isinstance(task, StagedTask):  # e.g. Pair2Score: its last stage's checkpoints
-        stage = task.final_stage()
-        task, ckpt_dir = stage.task, str(Path(run) / stage.name)
+    task, ckpt_dir = checkpointed_task(run, task)  # Pair2Score: its last stage's checkpoints
+    ckpt_dir = str(ckpt_dir)
     if not isinstance(task, Exporter):
         raise app.UsageError(f"{run}: task {config.task!r} has no export")
     step, trainable, frozen = restore_params(ckpt_dir, config, task,

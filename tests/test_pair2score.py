@@ -68,7 +68,7 @@ def test_both_stages_train_and_a_rerun_only_reports(tmp_path):
     workdir = tmp_path / "run"
     cmd = [sys.executable, "-m", "launch.train", "--config=configs/pair2score.py:tiny",
            f"--workdir={workdir}", "--config.relative.total_steps=4",
-           "--config.absolute.total_steps=4", "--config.data.seq_len=64"]
+           "--config.absolute.total_steps=4", "--config.data.seq_len=32"]
     done = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -99,6 +99,14 @@ def test_both_stages_train_and_a_rerun_only_reports(tmp_path):
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (out / "adapter" / "adapter_config.json").is_file()
     _assert_export_matches(workdir, out)
+
+    # launch.evaluate's function on the held-out fold: the final stage's best checkpoint.
+    from aes_jax.runs import evaluate_run
+    evaluated = evaluate_run(workdir, "test")
+    assert evaluated["step"] == result["stage2_step"]
+    for key in ("qwk", "mae", "rmse", "n"):  # its own eval batch size: not bit-equal
+        assert evaluated[key] == pytest.approx(result[key], abs=1e-5), key
+    assert (workdir / "eval" / "metrics_test.json").is_file()
 
 
 def _assert_export_matches(workdir, out):

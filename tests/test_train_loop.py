@@ -92,6 +92,7 @@ def test_full_finetuning_learns_and_writes_run_dir(tmp_path):
     assert metrics[-1]["loss"] < 0.8 * metrics[0]["loss"]
     assert metrics[-1]["eval_loss"] < 4.0  # the byte-level demo corpus is very regular
     assert "tokens_per_s" in metrics[0] and "finished step 30" in out.stdout
+    assert metrics[-1]["steps_per_s"] > 0
     assert (run / "config.json").is_file() and list((run / "tensorboard").iterdir())
     state = read_state(run, 30)
     assert "params" in state["trainable"] and state["ema"] is None

@@ -3,7 +3,8 @@
 Pair2Score (the PyTorch original) learns, for one ELLIPSE trait, which of two essays is the
 better one. Users bring its files, so they are read and written exactly as it writes them:
 
-* ``fold_map.json``: ``{text_id: "A".."E"}``, keys sorted, ``indent=2``, no final newline.
+* ``fold_map.json``: ``{text_id: "A".."E"}`` (read, written and made in ``fold_maps.py``,
+  whose names this module re-exports).
 * ``run{R}_{trait}.jsonl``: one pair per line, keys in this order::
 
       {"run": 1, "trait": "grammar", "split": "train", "index": 0, "a": "ID1", "b": "ID2",
@@ -27,7 +28,6 @@ original's ``generate_pairs.py``; see :func:`build_pair_cache`.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 import zlib
@@ -38,7 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from aes_jax.data.ell import ELL_TRAITS, EllEssay, read_ell, read_ell_dir
+from aes_jax.data.ell import EllEssay, read_ell, read_ell_dir
+from aes_jax.data.fold_maps import (FOLDS, RUNS, fold_map_from_files, is_int,
+                                     load_or_make_fold_map, make_fold_map, pair_folds,
+                                     read_fold_map, run_setup, trait_scores, write_fold_map,
+                                     write_text)
 from aes_jax.data.pair_sampling import sample_pool
 from aes_jax.data.read_report import DataFormatError, summary
 
@@ -47,8 +51,6 @@ __all__ = ["FOLDS", "RUNS", "SPLITS", "SIZES", "Pair", "PairCache", "read_fold_m
            "run_setup", "pair_folds", "cache_paths", "write_pair_cache", "read_pair_cache",
            "build_pair_cache", "read_essays_for_pairs", "stats_lines"]
 
-FOLDS = "ABCDE"
-RUNS = {1: ("E", 36), 2: ("A", 42), 3: ("B", 48), 4: ("C", 54), 5: ("D", 60)}
 SPLITS = ("train", "val", "test")
 SIZES = ("large", "small", "mini")
 PAIR_KEYS = ("run", "trait", "split", "index", "a", "b", "y", "da", "db", "d")
@@ -84,123 +86,6 @@ class PairCache:
         return [p for p in self.pairs if p.split == name]
 
 
-# ----------------------------------------------------------------------------- fold maps
-
-
-def read_fold_map(path: str | os.PathLike) -> dict[str, str]:
-    """``{text_id: fold}`` from a ``fold_map.json``; a bad file raises naming the entry."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-
-    def no_repeats(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in items:
-            if key in seen:
-                raise DataFormatError(f"{path}: text_id {key!r} is listed twice; expected "
-                                      "each essay once")
-            seen[key] = value
-        return seen
-
-    try:
-        raw = json.loads(text, object_pairs_hook=no_repeats)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"{path}:{e.lineno}:{e.colno}: not JSON ({e.msg}); expected "
-                              'a fold map {"text_id": "A", ...}') from None
-    if not isinstance(raw, dict):
-        raise DataFormatError(f"{path}: a JSON {type(raw).__name__}; expected an object "
-                              '{"text_id": "A", ...} mapping each essay to a fold A-E')
-    if not raw:
-        raise DataFormatError(f"{path}: an empty fold map; expected one entry per essay")
-    for key, value in raw.items():
-        _check_fold_entry(key, value, str(path))
-    return dict(raw)
-
-
-def _check_fold_entry(key: Any, value: Any, where: str) -> None:
-    if not isinstance(key, str) or not key.strip():
-        raise DataFormatError(f"{where}: entry {key!r}: expected a non-empty text_id")
-    if not isinstance(value, str) or value not in FOLDS:
-        raise DataFormatError(f"{where}: entry {key!r}: {value!r} is not a fold; expected "
-                              f"one of {', '.join(FOLDS)}")
-
-
-def write_fold_map(path: str | os.PathLike, fold_map: Mapping[str, str]) -> Path:
-    """Write ``fold_map`` as the original does (sorted keys, indent 2); returns the path."""
-    path = Path(path)
-    for key, value in fold_map.items():
-        _check_fold_entry(key, value, "fold map")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps(dict(sorted(fold_map.items())), indent=2))
-    return path
-
-
-def make_fold_map(essays: Sequence[EllEssay], trait: str, seed: int,
-                  folds: str = FOLDS) -> dict[str, str]:
-    """A seeded fold per essay, stratified by its ``trait`` score.
-
-    Essays are sorted by (score, text_id); within each score level a seeded permutation
-    deals them to the folds round-robin, the deal continuing across levels, so fold sizes
-    differ by at most one and every level with >= len(folds) essays is in every fold.
-    """
-    scores = _trait_scores(essays, trait)
-    rng = np.random.default_rng([_seed(seed), 0xF01D])
-    ordered = sorted(scores, key=lambda t: (scores[t], t))
-    out: dict[str, str] = {}
-    dealt = 0
-    for _, level in itertools.groupby(ordered, key=scores.__getitem__):
-        level = list(level)
-        for j in rng.permutation(len(level)):
-            out[level[j]] = folds[dealt % len(folds)]
-            dealt += 1
-    return dict(sorted(out.items()))
-
-
-def fold_map_from_files(essays: Sequence[EllEssay]) -> dict[str, str]:
-    """The ArTS fold layout's folds as a fold map: ``fold_k.csv`` -> ``FOLDS[k]``."""
-    out = {}
-    for e in essays:
-        if e.fold is None or not 0 <= e.fold < len(FOLDS):
-            raise DataFormatError(f"{e.source}:{e.line}: essay {e.text_id} has fold {e.fold}; "
-                                  f"expected fold_0.csv .. fold_{len(FOLDS) - 1}.csv")
-        out[e.text_id] = FOLDS[e.fold]
-    return dict(sorted(out.items()))
-
-
-def load_or_make_fold_map(path: str | os.PathLike, essays: Sequence[EllEssay], trait: str,
-                          seed: int = 0) -> tuple[dict[str, str], str]:
-    """Read ``path`` when it exists; else make a fold map (from the fold files when every
-    essay came from one, else :func:`make_fold_map`) and write it there. Returns the map
-    and a line saying which happened."""
-    path = Path(path)
-    if path.exists():
-        fold_map = read_fold_map(path)
-        return fold_map, f"fold map: read {path} ({len(fold_map)} essays)"
-    if essays and all(e.fold is not None for e in essays):
-        fold_map, how = fold_map_from_files(essays), "fold_k.csv -> " + FOLDS
-    else:
-        fold_map, how = make_fold_map(essays, trait, seed), f"stratified by {trait}, seed {seed}"
-    write_fold_map(path, fold_map)
-    return fold_map, f"fold map: {path} did not exist; wrote it ({len(fold_map)} essays, {how})"
-
-
-# ----------------------------------------------------------------------------- runs
-
-
-def run_setup(run: int) -> tuple[str, int]:
-    """``(held_out_fold, seed)`` of run 1-5; the other four folds are paired."""
-    if isinstance(run, bool) or run not in RUNS:
-        raise ValueError(f"run {run!r}: expected one of {', '.join(map(str, RUNS))} (run -> "
-                         "held-out fold, seed: " + ", ".join(
-                             f"{r} -> {f}, {s}" for r, (f, s) in RUNS.items()) + ")")
-    return RUNS[run]
-
-
-def pair_folds(held_out: str) -> tuple[str, ...]:
-    """The paired folds in the original's rotation order (E held out -> A B C D)."""
-    k = FOLDS.index(held_out)
-    return tuple(FOLDS[(k + 1 + j) % len(FOLDS)] for j in range(len(FOLDS) - 1))
-
-
 # ----------------------------------------------------------------------------- cache files
 
 
@@ -210,18 +95,13 @@ def cache_paths(directory: str | os.PathLike, run: int, trait: str) -> tuple[Pat
     return directory / f"run{run}_{trait}.jsonl", directory / f"run{run}_{trait}_meta.json"
 
 
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-
-
 def write_pair_cache(out_dir: str | os.PathLike, cache: PairCache) -> tuple[Path, Path]:
     """Write the cache's two files as the original does; returns (jsonl, meta) paths."""
     jsonl, meta = cache_paths(out_dir, cache.meta["run"], cache.meta["trait"])
     jsonl.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(jsonl, "".join(json.dumps({k: getattr(p, k) for k in PAIR_KEYS}) + "\n"
+    write_text(jsonl, "".join(json.dumps({k: getattr(p, k) for k in PAIR_KEYS}) + "\n"
                                for p in cache.pairs))
-    _write_text(meta, json.dumps(cache.meta, indent=2))
+    write_text(meta, json.dumps(cache.meta, indent=2))
     return jsonl, meta
 
 
@@ -273,10 +153,6 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)
             and bool(np.isfinite(v)))
@@ -302,12 +178,12 @@ def _parse_pair(line: str, where: str, meta: dict[str, Any], owner: dict[str, st
     if rec["run"] != meta["run"] or rec["trait"] != meta["trait"]:
         raise bad(f"run {rec['run']!r}, trait {rec['trait']!r}; expected run {meta['run']!r}, "
                   f"trait {meta['trait']!r} as in {meta_name}")
-    if not _is_int(rec["index"]) or rec["index"] < 0:
+    if not is_int(rec["index"]) or rec["index"] < 0:
         raise bad(f"index {rec['index']!r}; expected an integer >= 0")
     a, b = rec["a"], rec["b"]
     if not (isinstance(a, str) and a and isinstance(b, str) and b) or a == b:
         raise bad(f"a {a!r}, b {b!r}; expected two different text_ids")
-    if not _is_int(rec["y"]) or rec["y"] not in (0, 1):
+    if not is_int(rec["y"]) or rec["y"] not in (0, 1):
         raise bad(f"y {rec['y']!r}; expected 1 (a is better) or 0 (b is better)")
     for key in ("da", "db", "d"):
         if not _is_number(rec[key]):
@@ -331,26 +207,6 @@ def _parse_pair(line: str, where: str, meta: dict[str, Any], owner: dict[str, st
 
 
 # ----------------------------------------------------------------------------- building
-
-
-def _seed(seed: int) -> int:
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed {seed!r}: expected an integer >= 0")
-    return seed
-
-
-def _trait_scores(essays: Sequence[EllEssay], trait: str) -> dict[str, float]:
-    if trait not in ELL_TRAITS:
-        raise ValueError(f"trait {trait!r}: expected one of {', '.join(ELL_TRAITS)}")
-    scores: dict[str, float] = {}
-    for e in essays:
-        if trait not in e.scores:
-            raise DataFormatError(f"{e.source}:{e.line}: essay {e.text_id} has no {trait} "
-                                  "score; expected scored essays")
-        if e.text_id in scores:
-            raise DataFormatError(f"{e.source}:{e.line}: text_id {e.text_id} given twice")
-        scores[e.text_id] = float(e.scores[trait])
-    return scores
 
 
 def _pools(ids: list[str], seed: int, halve: bool) -> dict[str, list[str]]:
@@ -399,15 +255,15 @@ def build_pair_cache(essays: Sequence[EllEssay], fold_map: Mapping[str, str], tr
     held_out, seed = run_setup(run)
     if size not in SIZES:
         raise ValueError(f"size {size!r}: expected one of {', '.join(SIZES)}")
-    if not (_is_int(target_usage) and _is_int(soft_cap) and 1 <= target_usage <= soft_cap):
+    if not (is_int(target_usage) and is_int(soft_cap) and 1 <= target_usage <= soft_cap):
         raise ValueError(f"target_usage {target_usage!r}, soft_cap {soft_cap!r}: expected "
                          "integers with 1 <= target_usage <= soft_cap")
     if not 0 < min_score_gap <= 4:
         raise ValueError(f"min_score_gap {min_score_gap!r}: expected a gap in (0, 4]")
-    if len(mini_sizes) != 3 or not all(_is_int(k) and k >= 0 for k in mini_sizes):
+    if len(mini_sizes) != 3 or not all(is_int(k) and k >= 0 for k in mini_sizes):
         raise ValueError(f"mini_sizes {mini_sizes!r}: expected 3 pair counts (train, val, "
                          "test)")
-    scores = _trait_scores(essays, trait)
+    scores = trait_scores(essays, trait)
     unmapped = sorted(t for t in scores if t not in fold_map)
     if unmapped:
         raise DataFormatError(f"{len(unmapped)} of {len(scores)} essays have no fold in the "

@@ -9,6 +9,7 @@ onto a device mesh.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -452,8 +453,14 @@ class Llama(nn.Module):
 
 def init_params(cfg: LlamaConfig, rng: Array, seq_len: int = 8) -> dict:
     """Random params (HF initialisation: normal(initializer_range), norms at one)."""
-    variables = Llama(cfg).init(rng, jnp.zeros((1, seq_len), jnp.int32))
-    return nn.meta.unbox(variables["params"])
+    return _jitted_init(cfg, seq_len)(rng)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(cfg: LlamaConfig, seq_len: int):
+    # One compile instead of one per op: eager init of even the tiny model took seconds.
+    return jax.jit(lambda rng: nn.meta.unbox(
+        Llama(cfg).init(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]))
 
 
 def init_lora(cfg: LlamaConfig, rng: Array) -> dict:

@@ -229,6 +229,7 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
             if do_log:
                 record = {k: float(v) for k, v in pending[-1][1].items()}
                 record["tokens_per_s"] = tokens_per_s
+                record["steps_per_s"] = len(pending) / elapsed if elapsed > 0 else 0.0
                 if peak and flops_per_token:
                     record["mfu"] = tokens_per_s * flops_per_token / (peak * jax.device_count())
                 if do_eval:
