@@ -57,6 +57,8 @@ BATCH = flags.DEFINE_integer("batch", 8, "Stage 1: pairs per step (in-batch mode
                              "essays, the same essays per forward); Stage 2: essays per step.")
 STAGE1_LR = flags.DEFINE_float("stage1_lr", 2e-4, "Stage-1 peak lr (the original's 2e-4).")
 STAGE2_LR = flags.DEFINE_float("stage2_lr", 1e-4, "Stage-2 peak lr (the original's 1e-4).")
+HEAD_BIAS = flags.DEFINE_string("head_bias", "torch", "Stage-2 head output bias: torch (the "
+                                 "original's init) | train_mean.")
 SIZE = flags.DEFINE_string("size", "small", "Pair cache size: large | small | mini.")
 TINY = flags.DEFINE_bool("tiny", False, "A tiny random LLaMA with byte tokens (smoke runs).")
 PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device for MFU; 0 = "
@@ -106,7 +108,8 @@ def train_args(trait: str, variant: str, pair_mode: str, data: Path, workdir: Pa
             f"--config.absolute.total_steps={STAGE2_STEPS.value}",
             f"--config.absolute.global_batch_size={BATCH.value}",
             f"--config.relative.optimizer.lr={STAGE1_LR.value}",
-            f"--config.absolute.optimizer.lr={STAGE2_LR.value}"]
+            f"--config.absolute.optimizer.lr={STAGE2_LR.value}",
+            f"--config.head_bias={HEAD_BIAS.value}"]
     if PEAK_TFLOPS.value:
         args.append(f"--config.peak_flops_per_device={PEAK_TFLOPS.value * 1e12}")
     return args
@@ -260,7 +263,8 @@ def main(argv):
     settings = {"data": DATA.value, "essays_per_fold": ESSAYS_PER_FOLD.value,
                 "seq_len": SEQ_LEN.value, "stage1_steps": STAGE1_STEPS.value,
                 "stage2_steps": STAGE2_STEPS.value, "batch": BATCH.value,
-                "stage1_lr": STAGE1_LR.value, "stage2_lr": STAGE2_LR.value, "size": SIZE.value,
+                "stage1_lr": STAGE1_LR.value, "stage2_lr": STAGE2_LR.value,
+                "head_bias": HEAD_BIAS.value, "size": SIZE.value,
                 "run": RUN, "model": "tiny random LLaMA" if TINY.value
                 else "SmolLM2-135M-Instruct (packaged)", "seed": SEED.value}
     results = {"settings": settings, "reference": REFERENCE, "traits": {}}

@@ -108,7 +108,7 @@ def write_report(results: dict[str, Any], out: Path) -> list[Path]:
             f"{s['essays_per_fold'] or 'all'} essays per fold, seq_len {s['seq_len']}, "
             f"Stage 1 {s['stage1_steps']} steps x {s['batch']} pairs, Stage 2 "
             f"{s['stage2_steps']} steps x {s['batch']} essays, lr {s['stage1_lr']:g} / "
-            f"{s['stage2_lr']:g}, pair cache {s['size']}")
+            f"{s['stage2_lr']:g}, head bias {s['head_bias']}, pair cache {s['size']}")
     md = [f"# {head}", ""]
     print(head)
     for trait, block in results["traits"].items():

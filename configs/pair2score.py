@@ -49,6 +49,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.soft_cap = 6  # pairs per essay never exceeded by the fill pass
     c.loss = "l1"  # Stage 2: l1 | mse
     c.qwk_binning = "round"  # round | floor (the original floors onto the 0.5 grid)
+    # torch (the original's nn.Linear init) | train_mean: the head starts at the mean score,
+    # so a short Stage 2 is not spent moving its output from ~0 into 1-5
+    c.head_bias = "torch"
 
     c.data = ml_collections.ConfigDict()
     c.data.input = ""  # Kaggle train.csv or a fold_k.csv folder; "" = the SYNTHETIC demo

@@ -135,3 +135,18 @@ def _assert_export_matches(workdir, out):
         x = torch.relu(pooled @ head["hidden.kernel"] + head["hidden.bias"])
         theirs = (x @ head["out.kernel"] + head["out.bias"])[:, 0].numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("head_bias", ["torch", "train_mean"])
+def test_head_bias_starts_at_the_train_mean_when_asked(tmp_path, head_bias):
+    config = get_config("tiny,variant=baseline")
+    config.head_bias = head_bias
+    task = pair2score.Pair2ScoreTask(config, tmp_path)
+    task.prepare_data()
+    trainable, _ = task.absolute.task.init(jax.random.PRNGKey(0))
+    bias = float(np.asarray(trainable["head"]["out"]["bias"])[0])
+    mean = float(np.mean(task.data.scores[task.data.stage2_splits["train"]]))
+    if head_bias == "train_mean":
+        assert bias == pytest.approx(mean, abs=1e-6) and mean > 2.0
+    else:  # torch's nn.Linear: uniform within 1/sqrt(fan_in)
+        assert abs(bias) <= 1 / np.sqrt(task.absolute.task.head.width)

@@ -77,6 +77,9 @@ class AbsoluteTask:
         lm_rng, head_rng = jax.random.split(rng)
         fresh, frozen = self.lm.init(lm_rng)  # {"lora"}, {"params"}
         head = siamese.init_regression_head(head_rng, self.head_in, self.head.width)
+        if self.options.head_bias == "train_mean":
+            mean = float(np.mean(self.data.scores[self.data.stage2_splits["train"]]))
+            head["out"]["bias"] = jnp.full_like(head["out"]["bias"], mean)
         v = self.variant
         if v == "baseline":
             return {"lora": fresh["lora"], "head": head}, frozen

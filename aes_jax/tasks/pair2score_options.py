@@ -104,6 +104,8 @@ class Pair2ScoreOptions:
     soft_cap: int = 6
     loss: str = "l1"  # Stage 2: l1 (the original) | mse
     qwk_binning: str = "round"  # predictions onto the 0.5 grid: round | floor (the original)
+    head_bias: str = "torch"  # Stage-2 head output bias: torch (nn.Linear init, the original)
+    #                           | train_mean (the Stage-2 train essays' mean score)
     data: PairData = PairData()
     relative: StageOptions = StageOptions()
     absolute: StageOptions = StageOptions()
@@ -112,7 +114,8 @@ class Pair2ScoreOptions:
         checks = [("trait", self.trait, ELL_TRAITS), ("variant", self.variant, VARIANTS),
                   ("size", self.size, SIZES), ("pair_mode", self.pair_mode, PAIR_MODES),
                   ("loss", self.loss, ("l1", "mse")),
-                  ("qwk_binning", self.qwk_binning, ("round", "floor"))]
+                  ("qwk_binning", self.qwk_binning, ("round", "floor")),
+                  ("head_bias", self.head_bias, ("torch", "train_mean"))]
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"config.{name}={value!r}: expected one of {', '.join(allowed)}")
