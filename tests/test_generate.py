@@ -63,3 +63,45 @@ def test_bad_arguments(tiny):
         gen.SamplingConfig(top_p=0.0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         gen.SamplingConfig(max_new_tokens=0)
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        gen.SamplingConfig(repetition_penalty=0.0)
+
+
+def test_repetition_penalty_equals_transformers_processor(rng):
+    import torch
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    logits = rng.normal(size=(3, 11)).astype(np.float32)
+    ids = rng.integers(0, 11, size=(3, 5))
+    expected = RepetitionPenaltyLogitsProcessor(1.3)(torch.as_tensor(ids),
+                                                     torch.as_tensor(logits)).numpy()
+    seen = gen.seen_tokens(jnp.asarray(ids), jnp.ones(ids.shape, bool), 11)
+    got = gen.penalize_repetition(jnp.asarray(logits), seen, 1.3)
+    # XLA may divide as a multiply by 1/penalty: one float32 ulp apart.
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=2e-7, atol=0)
+    # Masked-out (padding) positions are not seen.
+    mask = np.ones(ids.shape, bool)
+    mask[:, :2] = False
+    partial = np.asarray(gen.seen_tokens(jnp.asarray(ids), jnp.asarray(mask), 11))
+    for row in range(3):
+        assert set(np.flatnonzero(partial[row])) == set(ids[row, 2:])
+
+
+def test_greedy_with_repetition_penalty_matches_transformers(tiny, llama3_dir, rng):
+    import torch
+    import transformers
+
+    cfg, params = tiny
+    ids = rng.integers(3, cfg.vocab_size, size=(2, 6))
+    torch_model = transformers.LlamaForCausalLM.from_pretrained(llama3_dir[0]).eval()
+    with torch.no_grad():
+        expected = torch_model.generate(
+            torch.as_tensor(ids), attention_mask=torch.ones(ids.shape, dtype=torch.long),
+            do_sample=False, max_new_tokens=12, repetition_penalty=1.3, eos_token_id=None,
+            pad_token_id=0)[:, ids.shape[1]:].numpy()
+    assert expected.shape == (2, 12)
+    out = gen.generate(cfg, params, ids, sampling=gen.SamplingConfig(
+        max_new_tokens=12, repetition_penalty=1.3))
+    np.testing.assert_array_equal(np.asarray(out.tokens), expected)
+    plain = gen.generate(cfg, params, ids, sampling=gen.SamplingConfig(max_new_tokens=12))
+    assert (np.asarray(plain.tokens) != expected).any()  # the penalty changed the text

@@ -109,7 +109,7 @@ def test_best_checkpoint_is_kept_beside_the_last_and_chosen_by_default(tmp_path,
     with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 4 \(have \[2, 6\]\)"):
         resolve_step(tmp_path, "4")
     out = capsys.readouterr().out
-    assert "step 2 eval: loss" in out and "best checkpoint: step 2, eval_mse" in out
+    assert "step 2 eval: train loss" in out and "best checkpoint: step 2, eval_mse" in out
 
     # Started again when finished: says so and shows the last metrics.
     last = loop.train(LinearRegressionTask(), config(**settings), tmp_path)

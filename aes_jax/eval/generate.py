@@ -1,4 +1,5 @@
-"""Jitted batched generation with a KV cache: greedy, temperature, top-k and top-p sampling.
+"""Jitted batched generation with a KV cache: greedy, temperature, top-k and top-p sampling,
+with an optional repetition penalty.
 
 Prompts are left-padded so every row's next token lands in the same cache slot. One
 PRNG key per call makes sampling reproducible; greedy decoding ignores it.
@@ -27,6 +28,10 @@ class SamplingConfig:
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
+    # > 1 discourages every token already in the row (its prompt or what it generated), as
+    # transformers' RepetitionPenaltyLogitsProcessor: before temperature and the filters,
+    # also under greedy decoding. Unlike transformers, padding is never "seen".
+    repetition_penalty: float = 1.0
     stop_token_ids: tuple[int, ...] = ()
     pad_token_id: int = 0
     # Record these tokens' logits at every step (e.g. the digits, for expected-score
@@ -42,13 +47,17 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1.0 = off), got "
+                             f"{self.repetition_penalty}")
 
 
 class GenerateOutput(NamedTuple):
     tokens: Array  # [B, max_new_tokens], pad_token_id after a stop token
     lengths: Array  # [B] tokens generated, the stop token included
     # [B, max_new_tokens, len(watch_token_ids)] float32 logits the step's token was chosen
-    # from (before temperature); None when nothing is watched.
+    # from (the model's, before the repetition penalty and temperature); None when nothing
+    # is watched.
     watched_logits: Array | None = None
 
 
@@ -68,6 +77,22 @@ def filter_logits(logits: Array, top_k: int, top_p: float) -> Array:
     return logits
 
 
+def penalize_repetition(logits: Array, seen: Array, penalty: float) -> Array:
+    """Seen tokens' logits: negative ones times `penalty`, the others divided by it.
+
+    logits [B, V] float32, seen [B, V] bool; penalty 1.0 returns logits unchanged.
+    """
+    penalized = jnp.where(logits < 0, logits * penalty, logits / penalty)
+    return jnp.where(seen, penalized, logits)
+
+
+def seen_tokens(ids: Array, mask: Array, vocab_size: int) -> Array:
+    """[B, V] bool: which ids occur at the masked-in positions of each row of ids [B, T]."""
+    rows = jnp.arange(ids.shape[0])[:, None]
+    counts = jnp.zeros((ids.shape[0], vocab_size), jnp.int32)
+    return counts.at[rows, ids].add(mask.astype(jnp.int32)) > 0
+
+
 def next_token(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
     if sampling.temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -85,18 +110,27 @@ def _generate(cfg: LlamaConfig, sampling: SamplingConfig, params, prompt_ids, pr
                       last_logits_only=True)
     stop_ids = jnp.asarray(sampling.stop_token_ids or (-1,), jnp.int32)
     watch_ids = jnp.asarray(sampling.watch_token_ids, jnp.int32)
+    penalize = sampling.repetition_penalty != 1.0
+    vocab = out.logits.shape[-1]
+    # The [B, V] record of seen tokens is carried only when a penalty needs it.
+    seen = (seen_tokens(prompt_ids, prompt_mask, vocab) if penalize
+            else jnp.zeros((batch, 0), bool))
 
     def step(state):
-        i, logits, cache, tokens, watched, done, rng = state
+        i, logits, cache, tokens, watched, seen, done, rng = state
         rng, sub = jax.random.split(rng)
+        watched = watched.at[:, i].set(logits[:, watch_ids])
+        if penalize:
+            logits = penalize_repetition(logits, seen, sampling.repetition_penalty)
         token = next_token(logits, sub, sampling)
         token = jnp.where(done, sampling.pad_token_id, token)
         tokens = tokens.at[:, i].set(token)
-        watched = watched.at[:, i].set(logits[:, watch_ids])
+        if penalize:
+            seen = seen.at[jnp.arange(batch), token].set(True)
         done = done | jnp.isin(token, stop_ids)
         out = model.apply({"params": params}, token[:, None],
                           attention_mask=jnp.ones((batch, 1), bool), cache=cache)
-        return i + 1, out.logits[:, -1], out.cache, tokens, watched, done, rng
+        return i + 1, out.logits[:, -1], out.cache, tokens, watched, seen, done, rng
 
     def not_finished(state):
         i, *_, done, _ = state
@@ -104,8 +138,8 @@ def _generate(cfg: LlamaConfig, sampling: SamplingConfig, params, prompt_ids, pr
 
     tokens = jnp.full((batch, steps), sampling.pad_token_id, jnp.int32)
     watched = jnp.zeros((batch, steps, len(sampling.watch_token_ids)), jnp.float32)
-    init = (0, out.logits[:, -1], out.cache, tokens, watched, jnp.zeros(batch, bool), rng)
-    _, _, _, tokens, watched, _, _ = jax.lax.while_loop(not_finished, step, init)
+    init = (0, out.logits[:, -1], out.cache, tokens, watched, seen, jnp.zeros(batch, bool), rng)
+    _, _, _, tokens, watched, _, _, _ = jax.lax.while_loop(not_finished, step, init)
     is_stop = jnp.isin(tokens, stop_ids)
     first_stop = jnp.where(is_stop.any(axis=1), jnp.argmax(is_stop, axis=1) + 1, steps)
     return GenerateOutput(tokens, first_stop, watched if sampling.watch_token_ids else None)

@@ -38,26 +38,31 @@ def _check(beta: float, loss_type: str, label_smoothing: float) -> None:
                          f"loss_type={loss_type!r} (only sigmoid and robust use it)")
 
 
+def pair_losses(margin: Array, *, beta: float = 0.1, loss_type: str = "sigmoid",
+                label_smoothing: float = 0.0) -> Array:
+    """[B] per-pair losses from the log-ratio margins d [B] (float32)."""
+    _check(beta, loss_type, label_smoothing)
+    d, e = jnp.asarray(margin, jnp.float32), label_smoothing
+    if loss_type == "sigmoid":
+        return -(1 - e) * jax.nn.log_sigmoid(beta * d) - e * jax.nn.log_sigmoid(-beta * d)
+    if loss_type == "robust":
+        return (-(1 - e) * jax.nn.log_sigmoid(beta * d)
+                + e * jax.nn.log_sigmoid(-beta * d)) / (1 - 2 * e)
+    if loss_type == "ipo":
+        return (d - 1 / (2 * beta)) ** 2
+    return jax.nn.relu(1 - beta * d)
+
+
 def dpo(policy_chosen_logps: Array, policy_rejected_logps: Array, ref_chosen_logps: Array,
         ref_rejected_logps: Array, *, beta: float = 0.1, loss_type: str = "sigmoid",
         label_smoothing: float = 0.0) -> tuple[Array, dict[str, Array]]:
     """(mean loss, metrics) over the [B] pairs; see the module docstring for the formulas."""
-    _check(beta, loss_type, label_smoothing)
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     pc, pr = f32(policy_chosen_logps), f32(policy_rejected_logps)
-    rc, rr = f32(ref_chosen_logps), f32(ref_rejected_logps)
-    chosen_ratio, rejected_ratio = pc - rc, pr - rr
-    d = chosen_ratio - rejected_ratio
-    e = label_smoothing
-    if loss_type == "sigmoid":
-        losses = -(1 - e) * jax.nn.log_sigmoid(beta * d) - e * jax.nn.log_sigmoid(-beta * d)
-    elif loss_type == "robust":
-        losses = (-(1 - e) * jax.nn.log_sigmoid(beta * d)
-                  + e * jax.nn.log_sigmoid(-beta * d)) / (1 - 2 * e)
-    elif loss_type == "ipo":
-        losses = (d - 1 / (2 * beta)) ** 2
-    else:
-        losses = jax.nn.relu(1 - beta * d)
+    chosen_ratio = pc - f32(ref_chosen_logps)
+    rejected_ratio = pr - f32(ref_rejected_logps)
+    losses = pair_losses(chosen_ratio - rejected_ratio, beta=beta, loss_type=loss_type,
+                         label_smoothing=label_smoothing)
     chosen_reward = jax.lax.stop_gradient(beta * chosen_ratio)
     rejected_reward = jax.lax.stop_gradient(beta * rejected_ratio)
     metrics = {"rewards/chosen": jnp.mean(chosen_reward),

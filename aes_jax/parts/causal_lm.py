@@ -168,6 +168,17 @@ class CausalLM:
     def flops_per_token(self, seq_len: int) -> float:
         return flops_per_token(self.cfg, seq_len)
 
+    def load_adapter(self, adapter_dir: str | Path) -> tuple[lora_lib.LoraConfig, dict]:
+        """A PEFT LoRA adapter dir trained on this base -> (its LoraConfig, its lora tree)."""
+        cfg, lora = peft.load_peft_adapter(adapter_dir, self.base_cfg)
+        return cfg.lora, lora
+
+    def merge_adapter(self, params: Mapping, adapter_dir: str | Path) -> dict:
+        """Base params with a PEFT adapter merged in: the frozen base a second adapter
+        trains on (DPO after SFT), or what a sampler runs."""
+        lora_cfg, lora = self.load_adapter(adapter_dir)
+        return lora_lib.merge(dict(params), lora, lora_cfg)
+
     def inference_params(self, trainable: Mapping, frozen: Mapping) -> tuple[LlamaConfig, dict]:
         """(config without LoRA, params with the adapters merged in): what samplers run."""
         if not self.uses_lora:

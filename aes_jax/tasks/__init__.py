@@ -16,6 +16,7 @@ REGISTRY = {
     "trm_aes": "aes_jax.tasks.trm_aes:TRMAesTask",
     "llama_aes": "aes_jax.tasks.llama_aes:LlamaAesTask",
     "pair2score": "aes_jax.tasks.pair2score:Pair2ScoreTask",
+    "dpo": "aes_jax.tasks.dpo:DpoTask",
 }
 
 

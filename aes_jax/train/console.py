@@ -61,7 +61,7 @@ def headline_keys(record: Mapping[str, Any], wanted: Sequence[str] | None) -> li
 
 def eval_line(step: int, record: Mapping[str, Any], keys: Sequence[str],
               best: Mapping[str, Any] | None) -> str:
-    parts = [f"loss {_fmt(record['loss'])}"] + [f"{k[5:]} {_fmt(record[k])}" for k in keys]
+    parts = [f"train loss {_fmt(record['loss'])}"] + [f"{k[5:]} {_fmt(record[k])}" for k in keys]
     line = f"step {step} eval: " + ", ".join(parts)
     if best is not None and best.get("step") == step:
         line += f"  (best {best['name']} so far)"
