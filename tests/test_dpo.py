@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aes_jax import tasks
-from aes_jax.data.preference_encoding import completion_rows
+from aes_jax.data.chat_rows import completion_rows
 from aes_jax.interop import hf
 from aes_jax.losses.lm import sequence_logprob
 from aes_jax.models.llama import Llama

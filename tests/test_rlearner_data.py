@@ -8,7 +8,8 @@ import pytest
 
 from aes_jax.data import explanations as ex
 from aes_jax.data import mcq, preferences
-from aes_jax.data.preference_encoding import TruncationCounts, completion_rows, encode_pair
+from aes_jax.data.chat_rows import completion_rows
+from aes_jax.data.preference_encoding import TruncationCounts, encode_pair
 from aes_jax.data.read_report import DataFormatError
 from aes_jax.data.tokenizers import ByteTokenizer
 

@@ -328,3 +328,30 @@ def mean_from_sums(outputs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
             totals[k] = totals.get(k, 0.0) + float(v)
     return {k[: -len("_sum")]: v / max(totals.get(k[: -len("_sum")] + "_count", 0.0), 1e-12)
             for k, v in totals.items() if k.endswith("_sum")}
+
+
+def pearson(y_true: Any, y_pred: Any) -> float:
+    """Pearson's r; 0.0 when either side is constant (no linear relation to speak of)."""
+    t, p = _paired(y_true, y_pred, as_ratings=False)
+    if len(t) < 2 or np.std(t) == 0 or np.std(p) == 0:
+        return 0.0
+    return float(np.corrcoef(t, p)[0, 1])
+
+
+def grouped_pair_accuracy(groups: Any, y_true: Any, y_pred: Any) -> tuple[float, int]:
+    """(share, count) of the pairs inside a group (e.g. the explanations of one question)
+    with different true values that the predictions order the same way; a predicted tie
+    counts half. (0.0, 0) when no group holds such a pair."""
+    t, p = _paired(y_true, y_pred, as_ratings=False)
+    g = _as_1d("groups", groups)
+    if len(g) != len(t):
+        raise ValueError(f"groups has {len(g)} values, y_true {len(t)}")
+    correct, count = 0.0, 0
+    for key in np.unique(g):
+        idx = np.flatnonzero(g == key)
+        dt = np.sign(t[idx][:, None] - t[idx][None, :])
+        dp = np.sign(p[idx][:, None] - p[idx][None, :])
+        upper = np.triu(np.ones_like(dt, dtype=bool), 1) & (dt != 0)
+        correct += float(np.sum(np.where(dp[upper] == 0, 0.5, dp[upper] == dt[upper])))
+        count += int(upper.sum())
+    return (correct / count if count else 0.0), count

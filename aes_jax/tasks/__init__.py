@@ -17,6 +17,8 @@ REGISTRY = {
     "llama_aes": "aes_jax.tasks.llama_aes:LlamaAesTask",
     "pair2score": "aes_jax.tasks.pair2score:Pair2ScoreTask",
     "dpo": "aes_jax.tasks.dpo:DpoTask",
+    "explain_sft": "aes_jax.tasks.explain_sft:ExplainSftTask",
+    "explain_verifier": "aes_jax.tasks.explain_verifier:ExplainVerifierTask",
 }
 
 

@@ -25,11 +25,11 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors.numpy import save_file
 
 from aes_jax.data import pipeline
 from aes_jax.eval import anchor_scoring, metrics
 from aes_jax.interop import hf, peft
+from aes_jax.interop.heads import save_head
 from aes_jax.models import lora as lora_lib
 from aes_jax.models import siamese
 from aes_jax.parts.causal_lm import CausalLM
@@ -207,9 +207,7 @@ class AbsoluteTask:
         merged = lora_lib.merge(params, lora, cfg.lora)
         written.append(hf.save_llama(lm.base_cfg, merged, out / "merged",
                                      tokenizer_source=lm.tokenizer_dir))
-        head = {f"{layer}.{name}": np.asarray(v) for layer, leaves in trainable["head"].items()
-                for name, v in leaves.items()}
-        save_file(head, out / "head.safetensors", metadata={"format": "aes_jax.pair2score"})
+        save_head(trainable["head"], out / "head.safetensors", "aes_jax.pair2score")
         (out / "head_config.json").write_text(json.dumps({
             "variant": self.variant, "trait": self.options.trait, "pooling": "masked_mean",
             "in_features": self.head_in, "width": self.head.width, "activation": "relu",
