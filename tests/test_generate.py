@@ -105,3 +105,25 @@ def test_greedy_with_repetition_penalty_matches_transformers(tiny, llama3_dir, r
     np.testing.assert_array_equal(np.asarray(out.tokens), expected)
     plain = gen.generate(cfg, params, ids, sampling=gen.SamplingConfig(max_new_tokens=12))
     assert (np.asarray(plain.tokens) != expected).any()  # the penalty changed the text
+
+
+def test_adapter_on_the_unmerged_base_generates_like_the_merged_model(tiny, rng):
+    from aes_jax.models import lora as lora_lib
+    from aes_jax.models.llama import init_lora
+
+    cfg, params = tiny
+    lora_cfg = lora_lib.LoraConfig(rank=4, alpha=8.0, targets=lora_lib.ALL_LINEAR_TARGETS)
+    adapters = init_lora(cfg.replace(lora=lora_cfg), jax.random.key(0))
+    adapters = jax.tree_util.tree_map_with_path(
+        lambda path, x: x + 0.2 * jax.random.normal(jax.random.key(1), x.shape)
+        if path[-1].key == "b" else x, adapters)
+    ids = rng.integers(3, cfg.vocab_size, size=(2, 6))
+    sampling = gen.SamplingConfig(max_new_tokens=8)
+    merged = gen.generate(cfg, lora_lib.merge(params, adapters, lora_cfg), ids, sampling=sampling)
+    swapped = gen.generate(cfg.replace(lora=lora_cfg), params, ids, sampling=sampling,
+                           lora=adapters)
+    base = gen.generate(cfg, params, ids, sampling=sampling)
+    np.testing.assert_array_equal(np.asarray(swapped.tokens), np.asarray(merged.tokens))
+    assert (np.asarray(base.tokens) != np.asarray(merged.tokens)).any()
+    with pytest.raises(ValueError, match="needs cfg.lora"):
+        gen.generate(cfg, params, ids, sampling=sampling, lora=adapters)

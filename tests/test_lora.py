@@ -233,6 +233,25 @@ def test_merged_export_matches_unmerged(request, tmp_path, rng, fixture, rank):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("scan", [True, False])
+def test_concatenated_adapters_equal_merging_one_then_the_other(llama3_dir, rng, scan):
+    path, _ = llama3_dir
+    sft_cfg = lora_lib.LoraConfig(rank=4, alpha=8.0, targets=lora_lib.ALL_LINEAR_TARGETS)
+    dpo_cfg = lora_lib.LoraConfig(rank=2, alpha=7.0, targets=lora_lib.ATTENTION_TARGETS,
+                                  use_rslora=True)
+    cfg, params, sft = _adapted(path, sft_cfg, scan_layers=scan)
+    dpo = _perturb_b(_fresh_adapters(path, scan, 2, lora_lib.ATTENTION_TARGETS), seed=2)
+    ids = _ids(rng, cfg.vocab_size)
+    # DPO after SFT: the SFT adapter merged into the base, the DPO adapter on top.
+    stacked = _logits(cfg.replace(lora=dpo_cfg), lora_lib.merge(params, sft, sft_cfg), ids, dpo)
+    both_cfg, both = lora_lib.concat((sft_cfg, sft), (dpo_cfg, dpo), scan_layers=scan)
+    assert both_cfg.rank == 6 and both_cfg.scale == 1.0
+    one = _logits(cfg.replace(lora=both_cfg), params, ids, both)
+    sft_only = _logits(cfg.replace(lora=sft_cfg), params, ids, sft)
+    assert np.abs(stacked - sft_only).max() > MIN_EFFECT  # the DPO adapter matters
+    np.testing.assert_allclose(one, stacked, rtol=0, atol=ATOL)
+
+
 # ----------------------------------------------------------------------------- semantics
 
 

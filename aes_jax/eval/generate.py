@@ -101,12 +101,13 @@ def next_token(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "sampling"))
-def _generate(cfg: LlamaConfig, sampling: SamplingConfig, params, prompt_ids, prompt_mask, rng):
+def _generate(cfg: LlamaConfig, sampling: SamplingConfig, variables, prompt_ids, prompt_mask,
+              rng):
     model = Llama(cfg)
     batch, prompt_len = prompt_ids.shape
     steps = sampling.max_new_tokens
     cache = KVCache.init(cfg, batch, prompt_len + steps)
-    out = model.apply({"params": params}, prompt_ids, attention_mask=prompt_mask, cache=cache,
+    out = model.apply(variables, prompt_ids, attention_mask=prompt_mask, cache=cache,
                       last_logits_only=True)
     stop_ids = jnp.asarray(sampling.stop_token_ids or (-1,), jnp.int32)
     watch_ids = jnp.asarray(sampling.watch_token_ids, jnp.int32)
@@ -128,7 +129,7 @@ def _generate(cfg: LlamaConfig, sampling: SamplingConfig, params, prompt_ids, pr
         if penalize:
             seen = seen.at[jnp.arange(batch), token].set(True)
         done = done | jnp.isin(token, stop_ids)
-        out = model.apply({"params": params}, token[:, None],
+        out = model.apply(variables, token[:, None],
                           attention_mask=jnp.ones((batch, 1), bool), cache=cache)
         return i + 1, out.logits[:, -1], out.cache, tokens, watched, seen, done, rng
 
@@ -146,8 +147,14 @@ def _generate(cfg: LlamaConfig, sampling: SamplingConfig, params, prompt_ids, pr
 
 
 def generate(cfg: LlamaConfig, params, prompt_ids: Array, prompt_mask: Array | None = None,
-             rng: Array | None = None, sampling: SamplingConfig = SamplingConfig()) -> GenerateOutput:
-    """Generates up to `sampling.max_new_tokens` tokens for left-padded `prompt_ids` [B, P]."""
+             rng: Array | None = None, sampling: SamplingConfig = SamplingConfig(),
+             lora: dict | None = None) -> GenerateOutput:
+    """Generates up to `sampling.max_new_tokens` tokens for left-padded `prompt_ids` [B, P].
+
+    `lora`: an adapter tree applied on the unmerged `params` (cfg.lora must describe it),
+    so several adapters can take turns on one base in memory."""
+    if lora is not None and cfg.lora is None:
+        raise ValueError("generate(lora=...) needs cfg.lora: the adapter's LoraConfig")
     prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
     if prompt_mask is None:
         prompt_mask = jnp.ones_like(prompt_ids, bool)
@@ -156,7 +163,8 @@ def generate(cfg: LlamaConfig, params, prompt_ids: Array, prompt_mask: Array | N
         raise ValueError("prompts must be left-padded: the last column of prompt_mask has padding")
     if rng is None:
         rng = jax.random.key(0)
-    return _generate(cfg, sampling, params, prompt_ids, prompt_mask, rng)
+    variables = {"params": params} if lora is None else {"params": params, "lora": lora}
+    return _generate(cfg, sampling, variables, prompt_ids, prompt_mask, rng)
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -125,3 +125,41 @@ def unmerge(params: dict, lora: dict, cfg: LoraConfig) -> dict:
 
 def count_params(tree: Any) -> int:
     return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def _pad_rank(x: Array, axis: int, rank: int) -> Array:
+    shape = list(x.shape)
+    shape[axis] = rank
+    return jnp.zeros(shape, x.dtype)
+
+
+def _concat_walk(t1: dict | None, t2: dict | None, r1: int, r2: int, s1: float, s2: float,
+                 b_axis: int) -> dict:
+    out = {}
+    for name in sorted(set(t1 or {}) | set(t2 or {})):
+        x1, x2 = (t1 or {}).get(name), (t2 or {}).get(name)
+        probe = x1 if x1 is not None else x2
+        if set(probe) != {"a", "b"}:
+            out[name] = _concat_walk(x1, x2, r1, r2, s1, s2, b_axis)
+            continue
+        a1 = x1["a"] if x1 is not None else _pad_rank(x2["a"], -1, r1)
+        a2 = x2["a"] if x2 is not None else _pad_rank(x1["a"], -1, r2)
+        b1 = x1["b"] * s1 if x1 is not None else _pad_rank(x2["b"], b_axis, r1)
+        b2 = x2["b"] * s2 if x2 is not None else _pad_rank(x1["b"], b_axis, r2)
+        out[name] = {"a": jnp.concatenate([a1, a2], axis=-1),
+                     "b": jnp.concatenate([b1, b2], axis=b_axis).astype(probe["b"].dtype)}
+    return out
+
+
+def concat(first: tuple[LoraConfig, dict], second: tuple[LoraConfig, dict], *,
+           scan_layers: bool) -> tuple[LoraConfig, dict]:
+    """Two adapters on one base as one adapter of rank r1 + r2 whose delta is the sum of
+    theirs (the scales folded into b, scale 1): an SFT adapter and the DPO adapter trained
+    on top of it run on the unmerged base, which other adapters share. A module only one of
+    them adapts gets zeros in the other's half."""
+    (c1, t1), (c2, t2) = first, second
+    rank = c1.rank + c2.rank
+    targets = c1.targets if c1.targets == c2.targets else f"({c1.targets})|({c2.targets})"
+    cfg = LoraConfig(rank=rank, alpha=float(rank), dropout=0.0, targets=targets)
+    return cfg, _concat_walk(t1, t2, c1.rank, c2.rank, c1.scale, c2.scale,
+                             1 if scan_layers else 0)

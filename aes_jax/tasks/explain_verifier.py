@@ -116,8 +116,10 @@ class ExplainVerifierTask:
 
     # ------------------------------------------------------------------ model
     def init(self, rng: jax.Array) -> tuple[dict, dict]:
-        lm_rng, head_rng = jax.random.split(rng)
-        trainable, frozen = self.lm.init(lm_rng)
+        # The base from `rng` itself, as the generator's tasks draw it: a tiny random base
+        # is then the same for a generator and a verifier of one seed (shared at inference).
+        trainable, frozen = self.lm.init(rng)
+        head_rng = jax.random.fold_in(rng, 1)
         hidden = self.lm.cfg.hidden_size
         head = siamese.init_regression_head(head_rng, hidden, hidden // 2)
         # Start at the mean rating, so the first steps are not spent moving the output into 0-5.
