@@ -238,3 +238,35 @@ def verifier_records(questions: Sequence[Mcq], *, min_words: int = 0
                                                  rating_text(rating), {"id": q.id,
                                                                        "kind": kind}))
     return records, counts
+
+
+# ---------------------------------------------------------------------- questions to explain
+def questions_from_records(records: Sequence[ExplanationRecord], name: str) -> list[Mcq]:
+    """Questions rebuilt from the original's generator JSON (input parsed back, output =
+    the human explanation); ids from an `id` field, else `NAME:INDEX`."""
+    out = []
+    for i, r in enumerate(records):
+        stem, options, answer = parse_question_input(r.input, f"{name} record {i}")
+        qid = str(r.extra.get("id", f"{Path(name).stem}:{i}"))
+        out.append(Mcq(id=qid, stem=stem, options=options, answer=answer, explanation=r.output))
+    return out
+
+
+def load_questions(path: str | Path | None, split: str = "test", test_fraction: float = 0.2,
+                   seed: int = 0) -> list[Mcq]:
+    """Questions from a question-bank JSONL (`data.mcq`), the original's JSON list, or (no
+    path) the packaged demo bank's `split` ("train" | "test" | "all")."""
+    from aes_jax.data.mcq import demo_mcqs, read_mcqs, split_questions
+
+    if path:
+        path = Path(path)
+        if path.suffix == ".json":
+            return questions_from_records(read_explanation_json(path), str(path))
+        return read_mcqs(path)
+    bank = demo_mcqs()
+    if split == "all":
+        return bank
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}: expected train, test or all")
+    train, test = split_questions(bank, test_fraction, seed)
+    return train if split == "train" else test

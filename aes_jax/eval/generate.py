@@ -167,9 +167,14 @@ def generate(cfg: LlamaConfig, params, prompt_ids: Array, prompt_mask: Array | N
     return _generate(cfg, sampling, variables, prompt_ids, prompt_mask, rng)
 
 
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token lists -> (ids [B, P], mask [B, P]) padded on the left."""
-    width = max(len(s) for s in sequences)
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, width: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Token lists -> (ids [B, P], mask [B, P]) padded on the left, P = the longest list or
+    `width` (one shape for every batch, so the sampler compiles once)."""
+    longest = max(len(s) for s in sequences)
+    if width is not None and width < longest:
+        raise ValueError(f"left_pad: width={width} but a sequence has {longest} tokens")
+    width = longest if width is None else width
     ids = np.full((len(sequences), width), pad_id, np.int32)
     mask = np.zeros((len(sequences), width), bool)
     for row, seq in enumerate(sequences):

@@ -46,12 +46,11 @@ def prompt_row(prompt_ids: np.ndarray, length: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def verifier_score(lm: CausalLM, lora: Any, head: Any, params: Any, ids: jax.Array,
-                   mask: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-    """[B] predicted ratings: the verifier adapter on the shared base, pooled, the head."""
-    hidden = lm.hidden({"lora": lora}, {"params": params}, ids, attention_mask=mask, rng=rng)
+def rate_hidden(hidden: jax.Array, mask: jax.Array, head: Any) -> jax.Array:
+    """[B] ratings from final hidden states [B, T, H]: masked mean pool, then the head."""
+    width = head["hidden"]["kernel"].shape[-1]
     pooled = siamese.masked_mean_pool(hidden, mask)
-    return siamese.RegressionHead(width=lm.cfg.hidden_size // 2).apply({"params": head}, pooled)
+    return siamese.RegressionHead(width=width).apply({"params": head}, pooled)
 
 
 class ExplainVerifierTask:
@@ -131,8 +130,10 @@ class ExplainVerifierTask:
         return {**trainable, "head": siamese.regression_head_axes()}, frozen
 
     def predict(self, trainable: Any, frozen: Any, batch: Any, rng: jax.Array | None = None):
-        return verifier_score(self.lm, trainable["lora"], trainable["head"], frozen["params"],
-                              batch["input_ids"], batch["attention_mask"], rng)
+        mask = batch["attention_mask"]
+        hidden = self.lm.hidden({"lora": trainable["lora"]}, frozen, batch["input_ids"],
+                                attention_mask=mask, rng=rng)
+        return rate_hidden(hidden, mask, trainable["head"])
 
     def loss(self, trainable, frozen, batch, rng, step):
         del step
