@@ -61,13 +61,14 @@ class ScoredCandidate:
 def choose_pair(prompt: str, candidates: Sequence[ScoredCandidate], min_score_gap: float,
                 hard_negative: ScoredCandidate | None = None) -> PreferencePair | None:
     """chosen = the best candidate, rejected = the worst (or `hard_negative` when given);
-    None when the gap is below `min_score_gap`. Ties go to the earlier candidate."""
+    None when the gap is below `min_score_gap` or both are the same text. Ties go to the
+    earlier candidate."""
     if not candidates:
         return None
     scores = [c.score for c in candidates]
     best = candidates[int(np.argmax(scores))]
     worst = hard_negative or candidates[int(np.argmin(scores))]
-    if best.score - worst.score < min_score_gap:
+    if best.score - worst.score < min_score_gap or best.text == worst.text:
         return None
     return PreferencePair(prompt, best.text, worst.text, float(best.score), float(worst.score),
                           f"{best.source} > {worst.source}")

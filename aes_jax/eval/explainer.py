@@ -214,6 +214,7 @@ class Explainer:
             raise ValueError(f"ilearner k={k}: expected >= 1")
         base_prompts = [ex.generator_prompt(q) for q in questions]
         prompts = list(base_prompts)
+        self.score(questions[:1], [""])  # compile the verifier outside the timed rounds
         history: list[list[dict]] = [[] for _ in questions]
         seconds = np.zeros(len(questions))
         latest: list[Explanation] = []

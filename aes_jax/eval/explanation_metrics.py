@@ -74,31 +74,40 @@ def evaluate_model(questions: Sequence[Mcq], explanations: Sequence[str],
                    seconds: Sequence[float] | None = None, *,
                    verifier: Callable[[Sequence[Mcq], Sequence[str]], np.ndarray] | None = None,
                    bertscore: Any = None,
-                   nli: Callable[[Sequence[str], Sequence[str]], np.ndarray] | None = None
-                   ) -> dict[str, Any]:
-    """Every metric above for one model's explanations (aligned with `questions`)."""
+                   nli: Callable[[Sequence[str], Sequence[str]], np.ndarray] | None = None,
+                   keep_rows: bool = False) -> dict[str, Any]:
+    """Every metric above for one model's explanations (aligned with `questions`); with
+    `keep_rows`, also `rows`: the per-question values (for paired intervals)."""
     if len(questions) != len(explanations):
         raise ValueError(f"{len(questions)} questions but {len(explanations)} explanations")
     human = [q.explanation for q in questions]
     answers = [q.answer_text for q in questions]
     coverage = [answer_coverage(e, a) for e, a in zip(explanations, answers)]
+    rows: dict[str, list[float]] = {
+        "bleu": [sentence_bleu(e, h) for e, h in zip(explanations, human) if h]}
     out: dict[str, Any] = {
         "questions": len(questions),
-        "bleu": _mean([sentence_bleu(e, h) for e, h in zip(explanations, human) if h]),
+        "bleu": _mean(rows["bleu"]),
         "answer_coverage": _mean([c for c in coverage if c is not None]),
         "coverage_skipped": sum(c is None for c in coverage),
         "empty_explanations": sum(not e.strip() for e in explanations),
         "mean_words": _mean([len(e.split()) for e in explanations]),
     }
     if bertscore is not None:
-        out["bertscore_human"] = _mean(bertscore.f1(explanations, human).tolist())
-        out["bertscore_answer"] = _mean(bertscore.f1(explanations, answers).tolist())
+        rows["bertscore_human"] = bertscore.f1(explanations, human).tolist()
+        rows["bertscore_answer"] = bertscore.f1(explanations, answers).tolist()
     if verifier is not None:
-        out["verifier"] = _mean(np.asarray(verifier(questions, explanations)).tolist())
+        rows["verifier"] = np.asarray(verifier(questions, explanations), float).tolist()
     if nli is not None:
-        out["nli_entailment"] = _mean(np.asarray(nli(explanations, answers)).tolist())
+        rows["nli_entailment"] = np.asarray(nli(explanations, answers), float).tolist()
     if seconds is not None:
-        out["seconds_per_question"] = _mean(list(seconds))
+        rows["seconds_per_question"] = [float(x) for x in seconds]
+    for key in ("bertscore_human", "bertscore_answer", "verifier", "nli_entailment",
+                "seconds_per_question"):
+        if key in rows:
+            out[key] = _mean(rows[key])
+    if keep_rows:
+        out["rows"] = rows
     return out
 
 

@@ -64,14 +64,19 @@ def _wrong_letter(q: Mcq, rng: np.random.Generator) -> str:
 
 def _chunk_pairs(explainer: Explainer, questions: Sequence[Mcq], options: BuildOptions,
                  rng: jax.Array, hard_letters: dict[int, str], generator: str,
-                 nli: NliScorer | None) -> list[tuple[PreferencePair | None, bool]]:
-    """(pair or None, hard negative used) for each question of one chunk."""
+                 nli: NliScorer | None, counts: dict[str, int]
+                 ) -> list[tuple[PreferencePair | None, bool]]:
+    """(pair or None, hard negative used) for each question of one chunk. Empty generations
+    (an immediate end token) are no candidates; `counts["empty_candidates"]` counts them."""
     texts: list[list[tuple[str, str]]] = [[] for _ in questions]
     for t in options.temperatures:
         rng, sub = jax.random.split(rng)
         for i, e in enumerate(explainer.explain(questions, generator, options.sampling(t), sub,
                                                 options.batch_size)):
-            texts[i].append((e.text, f"{generator}:t={t:g}"))
+            if e.text.strip():
+                texts[i].append((e.text, f"{generator}:t={t:g}"))
+            else:
+                counts["empty_candidates"] += 1
     if options.include_gold:
         for i, q in enumerate(questions):
             if q.explanation:
@@ -83,7 +88,8 @@ def _chunk_pairs(explainer: Explainer, questions: Sequence[Mcq], options: BuildO
         rng, sub = jax.random.split(rng)
         made = explainer.generate(prompts, generator, options.sampling(0.7), sub,
                                   options.batch_size)
-        hard_text = {i: e.text for i, e in zip(order, made)}
+        hard_text = {i: e.text for i, e in zip(order, made) if e.text.strip()}
+        counts["empty_candidates"] += len(order) - len(hard_text)
     # One verifier pass over every candidate and hard negative of the chunk.
     flat_q, flat_text = [], []
     for i, q in enumerate(questions):
@@ -91,8 +97,8 @@ def _chunk_pairs(explainer: Explainer, questions: Sequence[Mcq], options: BuildO
         for text in [t for t, _ in texts[i]] + extra:
             flat_q.append(q)
             flat_text.append(text)
-    scores = explainer.score(flat_q, flat_text)
-    if nli is not None:
+    scores = explainer.score(flat_q, flat_text) if flat_q else np.zeros(0)
+    if nli is not None and flat_q:
         scores = hybrid_score(scores, nli(flat_text, [q.answer_text for q in flat_q]))
     out, at = [], 0
     for i, q in enumerate(questions):
@@ -123,6 +129,7 @@ def build_preferences(explainer: Explainer, questions: Sequence[Mcq], options: B
     n_hard = round(len(questions) * options.hard_negative_share)
     hard_for = set(np_rng.permutation(len(questions))[:n_hard].tolist())
     stats = PreferenceStats(min_score_gap=options.min_score_gap)
+    counts = {"empty_candidates": 0}
     pairs: list[PreferencePair] = []
     began = time.perf_counter()
     bar = tqdm(total=len(questions), unit="question", disable=not progress,
@@ -132,14 +139,15 @@ def build_preferences(explainer: Explainer, questions: Sequence[Mcq], options: B
         letters = {i - start: _wrong_letter(questions[i], np_rng)
                    for i in range(start, start + len(chunk)) if i in hard_for}
         rng, sub = jax.random.split(rng)
-        for pair, hard in _chunk_pairs(explainer, chunk, options, sub, letters, generator, nli):
+        for pair, hard in _chunk_pairs(explainer, chunk, options, sub, letters, generator, nli,
+                                       counts):
             stats.add(pair, hard=hard and pair is not None)
             if pair is not None:
                 pairs.append(pair)
         bar.update(len(chunk))
     bar.close()
     seconds = time.perf_counter() - began
-    summary = {**stats.to_json(), "seconds": seconds,
+    summary = {**stats.to_json(), **counts, "seconds": seconds,
                "questions_per_s": len(questions) / seconds if seconds else 0.0,
                "candidates_per_question": len(options.temperatures) + int(options.include_gold),
                "score": "hybrid (0.5 NLI + 0.5 verifier)" if nli is not None else "verifier",
