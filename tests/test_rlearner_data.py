@@ -8,8 +8,8 @@ import pytest
 
 from aes_jax.data import explanations as ex
 from aes_jax.data import mcq, preferences
-from aes_jax.data.chat_rows import completion_rows
-from aes_jax.data.preference_encoding import TruncationCounts, encode_pair
+from aes_jax.data.chat_rows import CutCounts, completion_rows
+from aes_jax.data.preference_encoding import encode_pair
 from aes_jax.data.read_report import DataFormatError
 from aes_jax.data.tokenizers import ByteTokenizer
 
@@ -65,7 +65,7 @@ def test_bank_errors_name_the_line_and_field(tmp_path, change, message):
 
 
 def test_bank_refuses_repeated_ids_and_bad_json(tmp_path):
-    with pytest.raises(DataFormatError, match="bank.jsonl:2: question id 'q1' repeats line 1"):
+    with pytest.raises(DataFormatError, match="bank.jsonl:2: question id 'q1' repeats .*bank.jsonl:1"):
         mcq.read_mcqs(write_lines(tmp_path / "bank.jsonl", [QUESTION, QUESTION]))
     (tmp_path / "bad.jsonl").write_text(json.dumps(QUESTION) + "\n\n{oops\n")
     with pytest.raises(DataFormatError, match="bad.jsonl:3: not valid JSON"):
@@ -151,10 +151,10 @@ def test_pair_rows_mask_only_the_completion_and_keep_the_prompt_end():
         completion_rows([5, 6, 7], [8, 9], 3)
     tok = ByteTokenizer()
     pair = preferences.PreferencePair("a long prompt", "chosen!", "no", 4.0, 1.0)
-    counts = TruncationCounts()
+    counts = CutCounts()
     enc = encode_pair(pair, tok, max_prompt_tokens=5, max_completion_tokens=4,
                       chat_template=False, counts=counts)
     assert tok.decode(enc.prompt_ids.tolist()) == "rompt"  # the end of the prompt
     assert enc.chosen_ids.tolist() == tok.encode("chos")  # its start, without the end id
     assert enc.rejected_ids.tolist() == tok.encode("no") + [tok.end_of_answer_id]
-    assert (counts.pairs, counts.prompts_cut, counts.completions_cut) == (1, 1, 1)
+    assert (counts.examples, counts.prompts_cut, counts.completions_cut) == (1, 1, 1)

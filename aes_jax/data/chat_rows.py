@@ -8,11 +8,34 @@ right-padded; the attention mask and the completion mask keep padding out of the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["encode_prompt", "encode_completion", "completion_rows"]
+__all__ = ["CutCounts", "encode_prompt", "encode_completion", "completion_rows"]
+
+
+@dataclasses.dataclass
+class CutCounts:
+    """How many examples were encoded and how many had their prompt or completion cut."""
+
+    examples: int = 0
+    prompts_cut: int = 0
+    completions_cut: int = 0
+
+    def add(self, prompt_cut: bool, completion_cut: bool) -> None:
+        self.examples += 1
+        self.prompts_cut += int(prompt_cut)
+        self.completions_cut += int(completion_cut)
+
+    @property
+    def any_cut(self) -> bool:
+        return bool(self.prompts_cut or self.completions_cut)
+
+    def line(self) -> str:
+        return (f"{self.examples} examples ({self.prompts_cut} prompts cut to their end, "
+                f"{self.completions_cut} completions cut)")
 
 
 def encode_prompt(prompt: str, tokenizer: Any, max_tokens: int, chat_template: bool = True

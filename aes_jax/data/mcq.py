@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from aes_jax.data.read_report import DataFormatError
+from aes_jax.data.read_report import DataFormatError, jsonl_objects
 
 __all__ = ["CANDIDATE_KINDS", "Candidate", "Mcq", "read_mcqs", "write_mcqs", "demo_mcqs",
            "split_questions", "MAX_RATING"]
@@ -137,18 +137,11 @@ def mcq_from_dict(obj: Any, where: str) -> Mcq:
 def parse_mcq_lines(lines: Sequence[str], name: str) -> list[Mcq]:
     """Questions from JSONL text lines (blank lines skipped); ids must be unique."""
     questions, seen = [], {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+    for where, obj in jsonl_objects(lines, name):
         mcq = mcq_from_dict(obj, where)
         if mcq.id in seen:
-            raise DataFormatError(f"{where}: question id {mcq.id!r} repeats line {seen[mcq.id]}")
-        seen[mcq.id] = number
+            raise DataFormatError(f"{where}: question id {mcq.id!r} repeats {seen[mcq.id]}")
+        seen[mcq.id] = where
         questions.append(mcq)
     return questions
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from aes_jax.data.chat_rows import completion_rows, encode_completion, encode_prompt
+from aes_jax.data.chat_rows import CutCounts, completion_rows, encode_completion, encode_prompt
 from aes_jax.data.preferences import PreferencePair
 
-__all__ = ["PairEncoding", "TruncationCounts", "encode_pair", "pair_arrays"]
+__all__ = ["PairEncoding", "encode_pair", "pair_arrays"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,29 +21,16 @@ class PairEncoding:
     rejected_ids: np.ndarray  # int32 [R]
 
 
-@dataclasses.dataclass
-class TruncationCounts:
-    pairs: int = 0
-    prompts_cut: int = 0
-    completions_cut: int = 0
-
-    def line(self) -> str:
-        return (f"{self.pairs} pairs ({self.prompts_cut} prompts cut to their end, "
-                f"{self.completions_cut} completions cut)")
-
-
 def encode_pair(pair: PreferencePair, tokenizer: Any, *, max_prompt_tokens: int,
                 max_completion_tokens: int, chat_template: bool = True,
-                counts: TruncationCounts | None = None) -> PairEncoding:
+                counts: CutCounts | None = None) -> PairEncoding:
     prompt, prompt_cut = encode_prompt(pair.prompt, tokenizer, max_prompt_tokens,
                                        chat_template)
     (chosen, chosen_cut), (rejected, rejected_cut) = [
         encode_completion(text, tokenizer, max_completion_tokens)
         for text in (pair.chosen, pair.rejected)]
     if counts is not None:
-        counts.pairs += 1
-        counts.prompts_cut += int(prompt_cut)
-        counts.completions_cut += int(chosen_cut or rejected_cut)
+        counts.add(prompt_cut, chosen_cut or rejected_cut)
     return PairEncoding(prompt, chosen, rejected)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from aes_jax.data.explanations import generator_prompt
 from aes_jax.data.mcq import Mcq
-from aes_jax.data.read_report import DataFormatError
+from aes_jax.data.read_report import DataFormatError, jsonl_objects
 
 __all__ = ["PreferencePair", "ScoredCandidate", "PreferenceStats", "choose_pair",
            "read_preferences", "write_preferences", "pairs_from_ratings", "GAP_BINS"]
@@ -142,16 +142,7 @@ def read_preferences(path: str | Path) -> list[PreferencePair]:
     """A preference JSONL file; every line checked (blank lines skipped)."""
     path = Path(path)
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
-        if not isinstance(obj, dict):
-            raise DataFormatError(f"{where}: expected a JSON object")
+    for where, obj in jsonl_objects(path.read_text(encoding="utf-8").splitlines(), str(path)):
         for key in ("prompt", "chosen", "rejected"):
             if not isinstance(obj.get(key), str) or not obj[key].strip():
                 raise DataFormatError(f"{where}: {key!r} must be a non-empty string")

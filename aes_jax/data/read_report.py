@@ -13,21 +13,38 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aes_jax.data.tsv_records import LineDecoding
 
 __all__ = ["DataFormatError", "FileStats", "ReadResult", "SkipCounter", "decoding_lines",
-           "decoding_report", "refuse_existing", "skip_lines", "summary"]
+           "decoding_report", "jsonl_objects", "refuse_existing", "skip_lines", "summary"]
 
 EXAMPLES_PER_REASON = 5
 
 
 class DataFormatError(ValueError):
     """A file that cannot be read as corpus data; the message names file and line."""
+
+
+def jsonl_objects(lines: Sequence[str], name: str) -> Iterator[tuple[str, dict]]:
+    """(where, object) for every non-blank JSONL line; `where` = "NAME:LINE" starts the
+    callers' errors. A line that is not JSON, or not an object, raises naming it."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+        if not isinstance(obj, dict):
+            raise DataFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        yield where, obj
 
 
 @dataclasses.dataclass

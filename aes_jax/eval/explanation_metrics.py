@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from aes_jax.data.mcq import Mcq
-from aes_jax.data.read_report import DataFormatError
+from aes_jax.data.read_report import DataFormatError, jsonl_objects
 from aes_jax.eval.tables import aligned
 
 _WORD = re.compile(r"[A-Za-z]{4,}")
@@ -51,17 +51,9 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """`launch.explain`'s JSONL: {"id", "explanation", "seconds", ...} per line."""
     path = Path(path)
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{path}:{number}: not valid JSON ({e.msg})") from e
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or \
-                not isinstance(row.get("explanation"), str):
-            raise DataFormatError(f"{path}:{number}: expected an object with string 'id' and "
-                                  "'explanation'")
+    for where, row in jsonl_objects(path.read_text(encoding="utf-8").splitlines(), str(path)):
+        if not isinstance(row.get("id"), str) or not isinstance(row.get("explanation"), str):
+            raise DataFormatError(f"{where}: expected string 'id' and 'explanation'")
         rows.append(row)
     return rows
 

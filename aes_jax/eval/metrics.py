@@ -319,6 +319,13 @@ def trait_mcrmse(gold_digits: Any, pred_digits: Any, codecs: Sequence[Any]) -> f
     return mcrmse(scores(gold), scores(pred))
 
 
+def lm_summary(outputs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """`loss` (mean NLL from `losses.lm.nll_sums` outputs) and `perplexity` = exp(loss)."""
+    metrics = mean_from_sums(outputs)
+    metrics["perplexity"] = float(np.exp(min(metrics["loss"], 50.0)))
+    return metrics
+
+
 def mean_from_sums(outputs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Adds `<name>_sum` and `<name>_count` over eval batches and reports `<name>` =
     sum / count (the per-batch outputs of a task's eval_step)."""

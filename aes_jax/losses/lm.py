@@ -58,3 +58,11 @@ def sequence_logprob(logits: Array, labels: Array, mask: Array,
     if average:
         return masked_mean(logp, mask, floor=COUNT_FLOOR, axis=-1)
     return jnp.sum(logp * mask.astype(logp.dtype), axis=-1)
+
+
+def nll_sums(logits: Array, labels: Array, mask: Array, weight: Array) -> dict[str, Array]:
+    """An eval batch's summed NLL over the masked-in positions of its real rows (`weight`
+    [B] is 0 for padding rows) and their count: `loss_sum`, `loss_count`."""
+    m = mask.astype(jnp.float32) * weight[:, None]
+    nll = token_nll(logits, _masked_labels(labels, mask))
+    return {"loss_sum": jnp.sum(nll * m), "loss_count": jnp.sum(m)}

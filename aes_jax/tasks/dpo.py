@@ -26,7 +26,8 @@ import numpy as np
 
 from aes_jax.data import pipeline
 from aes_jax.data.mcq import demo_mcqs, split_questions
-from aes_jax.data.preference_encoding import TruncationCounts, encode_pair, pair_arrays
+from aes_jax.data.chat_rows import CutCounts
+from aes_jax.data.preference_encoding import encode_pair, pair_arrays
 from aes_jax.data.preferences import PreferencePair, pairs_from_ratings, read_preferences
 from aes_jax.losses import preference
 from aes_jax.losses.lm import sequence_logprob
@@ -101,7 +102,7 @@ class DpoTask:
         self.workdir = Path(workdir)
         self.seed = int(config.seed)
         self.eval_batch_size = int(config.eval_batch_size)
-        self.truncation = TruncationCounts()
+        self.truncation = CutCounts()
         self._reference: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ data
@@ -133,7 +134,7 @@ class DpoTask:
                 p, self.lm.tokenizer, max_prompt_tokens=o.max_prompt_tokens,
                 max_completion_tokens=o.max_completion_tokens, chat_template=o.chat_template,
                 counts=self.truncation), o.seq_len) for p in pairs]
-        if self.truncation.prompts_cut or self.truncation.completions_cut:
+        if self.truncation.any_cut:
             log.warning("DPO tokenisation: %s", self.truncation.line())
         return out
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from aes_jax.data import explanations as ex
-from aes_jax.data.chat_rows import encode_completion, encode_prompt
+from aes_jax.data.chat_rows import CutCounts, encode_completion, encode_prompt
 from aes_jax.data.mcq import Mcq, demo_mcqs, split_questions
 
 log = logging.getLogger(__name__)
@@ -110,25 +110,12 @@ def load_records(d: ExplanationData, from_bank: RecordBuilder, *, min_words: int
     return {"train": train, "eval": evals}
 
 
-@dataclasses.dataclass
-class RowCounts:
-    rows: int = 0
-    prompts_cut: int = 0
-    completions_cut: int = 0
-
-    def line(self) -> str:
-        return (f"{self.rows} rows ({self.prompts_cut} prompts cut to their end, "
-                f"{self.completions_cut} completions cut)")
-
-
 def encode_record(record: ex.ExplanationRecord, tokenizer: Any, d: ExplanationData,
-                  counts: RowCounts) -> tuple[np.ndarray, np.ndarray]:
+                  counts: CutCounts) -> tuple[np.ndarray, np.ndarray]:
     """(prompt ids, completion ids) of a record, cut to the configured lengths (counted)."""
     prompt, prompt_cut = encode_prompt(record.prompt, tokenizer, d.max_prompt_tokens,
                                        d.chat_template)
     completion, completion_cut = encode_completion(record.output, tokenizer,
                                                    d.max_completion_tokens)
-    counts.rows += 1
-    counts.prompts_cut += int(prompt_cut)
-    counts.completions_cut += int(completion_cut)
+    counts.add(prompt_cut, completion_cut)
     return prompt, completion

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from aes_jax.data import pipeline
 from aes_jax.data import explanations as ex
 from aes_jax.data.chat_rows import completion_rows
-from aes_jax.eval.metrics import mean_from_sums
-from aes_jax.losses.lm import masked_cross_entropy, token_nll
+from aes_jax.eval.metrics import lm_summary
+from aes_jax.losses.lm import masked_cross_entropy, nll_sums
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
-from aes_jax.tasks.explain_data import ExplanationData, RowCounts, encode_record, load_records
+from aes_jax.data.chat_rows import CutCounts
+from aes_jax.tasks.explain_data import ExplanationData, encode_record, load_records
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class ExplainSftTask:
         self.data = ExplanationData.from_config(config.data)
         self.lm = CausalLM(CausalLMSpec.from_config(config))
         self.workdir = Path(workdir)
-        self.counts = RowCounts()
+        self.counts = CutCounts()
 
     @property
     def seq_len(self) -> int:
@@ -56,7 +56,7 @@ class ExplainSftTask:
         out = {split: [completion_rows(*encode_record(r, self.lm.tokenizer, self.data,
                                                       self.counts), self.seq_len)
                        for r in records] for split, records in self.records.items()}
-        if self.counts.prompts_cut or self.counts.completions_cut:
+        if self.counts.any_cut:
             log.warning("SFT tokenisation: %s", self.counts.line())
         return out
 
@@ -86,14 +86,10 @@ class ExplainSftTask:
     def eval_step(self, trainable, frozen, batch) -> dict[str, jax.Array]:
         logits = self.lm.logits(trainable, frozen, batch["input_ids"],
                                 attention_mask=batch["attention_mask"])
-        mask = batch["loss_mask"].astype(jnp.float32) * batch["weight"][:, None]
-        return {"loss_sum": jnp.sum(token_nll(logits, batch["targets"]) * mask),
-                "loss_count": jnp.sum(mask)}
+        return nll_sums(logits, batch["targets"], batch["loss_mask"], batch["weight"])
 
     def summarize(self, outputs: list[dict]) -> dict[str, float]:
-        metrics = mean_from_sums(outputs)
-        metrics["perplexity"] = float(np.exp(min(metrics["loss"], 50.0)))
-        return metrics
+        return lm_summary(outputs)
 
     # ------------------------------------------------------------------ engine accounting
     def tokens_in_batch(self, batch) -> int:

@@ -23,13 +23,12 @@ import numpy as np
 
 from aes_jax.data import pipeline
 from aes_jax.data import explanations as ex
-from aes_jax.data.chat_rows import encode_prompt
+from aes_jax.data.chat_rows import CutCounts, encode_prompt
 from aes_jax.eval import metrics
 from aes_jax.interop.heads import save_head
 from aes_jax.models import siamese
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
-from aes_jax.tasks.explain_data import (ExplanationData, RowCounts, load_records,
-                                        question_key)
+from aes_jax.tasks.explain_data import ExplanationData, load_records, question_key
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class ExplainVerifierTask:
             raise ValueError(f"config.verifier.loss={self.loss_name!r}: expected one of "
                              f"{', '.join(LOSSES)}")
         self.workdir = Path(workdir)
-        self.counts = RowCounts()
+        self.counts = CutCounts()
 
     @property
     def seq_len(self) -> int:
@@ -81,8 +80,7 @@ class ExplainVerifierTask:
              ) -> dict[str, np.ndarray]:
         ids, cut = encode_prompt(record.prompt, self.lm.tokenizer, self.data.max_prompt_tokens,
                                  self.data.chat_template)
-        self.counts.rows += 1
-        self.counts.prompts_cut += int(cut)
+        self.counts.add(cut, False)
         return {**prompt_row(ids, self.seq_len),
                 "rating": np.float32(ex.parse_rating(record.output, f"{where} record {index}")),
                 "group": np.int32(group)}

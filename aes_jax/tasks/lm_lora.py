@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from aes_jax.data import pipeline
 from aes_jax.data.demo_text import write_demo_corpus
-from aes_jax.eval.metrics import mean_from_sums
-from aes_jax.losses.lm import masked_cross_entropy, token_nll
+from aes_jax.eval.metrics import lm_summary
+from aes_jax.losses.lm import masked_cross_entropy, nll_sums
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 
 log = logging.getLogger(__name__)
@@ -104,14 +103,10 @@ class LMLoraTask:
 
     def eval_step(self, trainable, frozen, batch) -> dict[str, jax.Array]:
         logits = self.lm.logits(trainable, frozen, batch["input_ids"])
-        mask = batch["loss_mask"].astype(jnp.float32) * batch["weight"][:, None]
-        return {"loss_sum": jnp.sum(token_nll(logits, batch["targets"]) * mask),
-                "loss_count": jnp.sum(mask)}
+        return nll_sums(logits, batch["targets"], batch["loss_mask"], batch["weight"])
 
     def summarize(self, outputs: list[dict]) -> dict[str, float]:
-        metrics = mean_from_sums(outputs)
-        metrics["perplexity"] = float(np.exp(min(metrics["loss"], 50.0)))
-        return metrics
+        return lm_summary(outputs)
 
     # ------------------------------------------------------------------ console
     def describe(self) -> dict[str, str]:
