@@ -35,10 +35,11 @@ from bench.table import log
 
 OUT = flags.DEFINE_string("out", "bench_out/rlearner", "Output folder.")
 TINY = flags.DEFINE_bool("tiny", False, "A tiny random LLaMA with byte tokens (smoke runs).")
-SFT_STEPS = flags.DEFINE_integer("sft_steps", 40, "SFT steps.")
-VERIFIER_STEPS = flags.DEFINE_integer("verifier_steps", 40, "Verifier steps.")
-DPO_STEPS = flags.DEFINE_integer("dpo_steps", 20, "Steps of each DPO run.")
-BATCH = flags.DEFINE_integer("batch", 8, "Global batch of every run (DPO: pairs).")
+SFT_STEPS = flags.DEFINE_integer("sft_steps", 30, "SFT steps.")
+VERIFIER_STEPS = flags.DEFINE_integer("verifier_steps", 30, "Verifier steps.")
+DPO_STEPS = flags.DEFINE_integer("dpo_steps", 10, "Steps of each DPO run.")
+BATCH = flags.DEFINE_integer("batch", 8, "Global batch of SFT / verifier, generation batch.")
+DPO_BATCH = flags.DEFINE_integer("dpo_batch", 4, "Pairs per DPO step (2x as many rows).")
 SFT_LR = flags.DEFINE_float("sft_lr", 5e-4, "SFT / verifier peak lr.")
 DPO_LR = flags.DEFINE_float("dpo_lr", 5e-5, "DPO peak lr.")
 DPO_TYPES = flags.DEFINE_list("dpo_types", ["sigmoid", "cdpo", "ipo"], "DPO losses "
@@ -46,7 +47,7 @@ DPO_TYPES = flags.DEFINE_list("dpo_types", ["sigmoid", "cdpo", "ipo"], "DPO loss
 BETA = flags.DEFINE_float("beta", 0.1, "DPO beta.")
 MIN_SCORE_GAP = flags.DEFINE_float("min_score_gap", 0.3, "Preference pairs: keep best - worst "
                                    ">= it (the original's 0.3).")
-PREF_QUESTIONS = flags.DEFINE_integer("pref_questions", 64, "Training questions given "
+PREF_QUESTIONS = flags.DEFINE_integer("pref_questions", 40, "Training questions given "
                                       "candidates for the preference pairs (0 = all 160).")
 TEMPERATURES = flags.DEFINE_list("temperatures", ["0.3", "0.5", "0.7", "0.9", "1.1", "1.3"],
                                  "One candidate per temperature.")
@@ -78,9 +79,9 @@ def train(config: str, workdir: Path, *overrides: str) -> float:
     return time.perf_counter() - start
 
 
-def common_overrides(steps: int, lr: float) -> list[str]:
+def common_overrides(steps: int, lr: float, batch: int) -> list[str]:
     evals = max(steps // 2, 1)
-    return [f"--config.total_steps={steps}", f"--config.global_batch_size={BATCH.value}",
+    return [f"--config.total_steps={steps}", f"--config.global_batch_size={batch}",
             f"--config.eval_every={evals}", f"--config.checkpoint_every={evals}",
             f"--config.log_every={max(steps // 10, 1)}", f"--config.optimizer.lr={lr}",
             f"--config.optimizer.warmup_steps={max(steps // 10, 1)}"]
@@ -136,11 +137,11 @@ def main(argv):
     walls: dict[str, float] = {}
     log("SFT: training")
     walls["sft"] = train(config("rlearner_sft"), out / "sft", *lengths,
-                         *common_overrides(SFT_STEPS.value, SFT_LR.value))
+                         *common_overrides(SFT_STEPS.value, SFT_LR.value, BATCH.value))
     log("verifier: training")
     walls["verifier"] = train(config("rlearner_verifier"), out / "verifier",
                               f"--config.data.max_prompt_tokens={VERIFIER_TOKENS.value}",
-                              *common_overrides(VERIFIER_STEPS.value, SFT_LR.value))
+                              *common_overrides(VERIFIER_STEPS.value, SFT_LR.value, BATCH.value))
     subprocess.run([sys.executable, "-m", "launch.export", f"--run={out / 'sft'}",
                     f"--out={out / 'sft_export'}"], cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL)
@@ -154,9 +155,9 @@ def main(argv):
                            min_score_gap=MIN_SCORE_GAP.value,
                            batch_size=BATCH.value)
     _, pref_stats = build_preferences(explainer, train_q, options, out / "prefs")
-    if pref_stats["pairs"] < 2 * BATCH.value:
+    if pref_stats["pairs"] < 2 * DPO_BATCH.value:
         raise RuntimeError(f"only {pref_stats['pairs']} preference pairs kept (see "
-                           f"{out / 'prefs' / 'stats.json'}); need >= {2 * BATCH.value}")
+                           f"{out / 'prefs' / 'stats.json'}); need >= {2 * DPO_BATCH.value}")
     dpo_runs = {}
     for name in [*DPO_TYPES.value, "sigmoid_precomputed"]:
         loss = {"cdpo": "sigmoid", "sigmoid_precomputed": "sigmoid"}.get(name, name)
@@ -168,7 +169,7 @@ def main(argv):
             config("rlearner_dpo", arg), out / f"dpo_{name}", *lengths,
             f"--config.data.pairs_file={out / 'prefs' / 'pairs.jsonl'}",
             f"--config.dpo.sft_adapter={out / 'sft_export' / 'adapter'}",
-            *common_overrides(DPO_STEPS.value, DPO_LR.value))
+            *common_overrides(DPO_STEPS.value, DPO_LR.value, DPO_BATCH.value))
         dpo_runs[name] = out / f"dpo_{name}"
     generators = {"sft": out / "sft", **{f"dpo_{n}": d for n, d in dpo_runs.items()
                                          if n != "sigmoid_precomputed"}}
@@ -217,7 +218,7 @@ def main(argv):
         log(f"wrote {path}")
 
 
-MY_FLAGS = ("tiny", "sft_steps", "verifier_steps", "dpo_steps", "batch", "sft_lr", "dpo_lr",
+MY_FLAGS = ("tiny", "sft_steps", "verifier_steps", "dpo_steps", "batch", "dpo_batch", "sft_lr", "dpo_lr",
             "dpo_types", "beta", "min_score_gap", "pref_questions", "temperatures", "test_questions",
             "ilearner_ks", "max_prompt_tokens", "max_completion_tokens", "verifier_tokens",
             "seed")
