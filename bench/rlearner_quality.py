@@ -41,7 +41,8 @@ DPO_STEPS = flags.DEFINE_integer("dpo_steps", 10, "Steps of each DPO run.")
 BATCH = flags.DEFINE_integer("batch", 8, "Global batch of SFT / verifier, generation batch.")
 DPO_BATCH = flags.DEFINE_integer("dpo_batch", 4, "Pairs per DPO step (2x as many rows).")
 SFT_LR = flags.DEFINE_float("sft_lr", 5e-4, "SFT / verifier peak lr.")
-DPO_LR = flags.DEFINE_float("dpo_lr", 5e-5, "DPO peak lr.")
+DPO_LR = flags.DEFINE_float("dpo_lr", 1e-4, "DPO peak lr (LoRA, a few steps: larger than "
+                            "TRL's 5e-7 for full fine-tuning).")
 DPO_TYPES = flags.DEFINE_list("dpo_types", ["sigmoid", "cdpo", "ipo"], "DPO losses "
                               "(cdpo = sigmoid with label smoothing 0.1).")
 BETA = flags.DEFINE_float("beta", 0.1, "DPO beta.")
@@ -173,7 +174,9 @@ def main(argv):
         dpo_runs[name] = out / f"dpo_{name}"
     generators = {"sft": out / "sft", **{f"dpo_{n}": d for n, d in dpo_runs.items()
                                          if n != "sigmoid_precomputed"}}
-    explainer = Explainer.from_runs(generators, out / "verifier")
+    # Room for ILearner's prompts, which repeat the last explanation after the question.
+    explainer = Explainer.from_runs(generators, out / "verifier", max_prompt_tokens=(
+        MAX_PROMPT.value + MAX_COMPLETION.value + 48))
     test_q = load_questions(None, "test")
     test_q = test_q[:TEST_QUESTIONS.value] if TEST_QUESTIONS.value else test_q
     bert = BertScore(assets.minilm_dir())

@@ -40,6 +40,8 @@ REPETITION_PENALTY = flags.DEFINE_float("repetition_penalty", 1.1, "1.0 = off.")
 MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 160, "Tokens per explanation.")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Questions per generation batch.")
 SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+MAX_PROMPT_TOKENS = flags.DEFINE_integer("max_prompt_tokens", 0, "Prompt tokens kept (the "
+                                         "end); 0 = the generator run's.")
 STEP = cli.define_step_flag()
 
 
@@ -57,7 +59,8 @@ def main(argv):
         cli.fail("give --generator_run (or --verifier_run, for the base model without adapter)")
     questions = load_questions(QUESTIONS.value or None, SPLIT.value)
     generators = {"model": GENERATOR_RUN.value} if GENERATOR_RUN.value else {}
-    explainer = Explainer.from_runs(generators, VERIFIER_RUN.value or None, STEP.value or None)
+    explainer = Explainer.from_runs(generators, VERIFIER_RUN.value or None, STEP.value or None,
+                                    max_prompt_tokens=MAX_PROMPT_TOKENS.value or None)
     name = "model" if GENERATOR_RUN.value else "base"
     sampling = SamplingConfig(max_new_tokens=MAX_NEW_TOKENS.value, temperature=TEMPERATURE.value,
                               top_k=TOP_K.value, top_p=TOP_P.value,

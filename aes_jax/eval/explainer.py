@@ -88,8 +88,11 @@ class Explainer:
 
     @classmethod
     def from_runs(cls, generators: dict[str, str | Path], verifier_run: str | Path | None = None,
-                  step: str | int | None = None) -> "Explainer":
-        """`generators`: name -> run dir (explain_sft or dpo); one base for all of them."""
+                  step: str | int | None = None, max_prompt_tokens: int | None = None
+                  ) -> "Explainer":
+        """`generators`: name -> run dir (explain_sft or dpo); one base for all of them.
+        `max_prompt_tokens` defaults to the generator run's (ILearner's prompts, which
+        carry the last explanation, may want more)."""
         named = {name: Path(d) for name, d in generators.items()}
         if verifier_run is not None:
             named["verifier"] = Path(verifier_run)
@@ -124,7 +127,7 @@ class Explainer:
             verifier_tokens = int(configs["verifier"].data.max_prompt_tokens)
         data = next((configs[n].data for n in generators), first.data)
         return cls(lm, frozen["params"], adapters, verifier=verifier, verifier_head=head,
-                   max_prompt_tokens=int(data.max_prompt_tokens),
+                   max_prompt_tokens=int(max_prompt_tokens or data.max_prompt_tokens),
                    verifier_prompt_tokens=verifier_tokens,
                    chat_template=bool(data.get("chat_template", True)))
 
