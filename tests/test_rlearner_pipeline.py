@@ -19,7 +19,9 @@ from aes_jax.eval import generate as gen
 from aes_jax.data.chat_rows import encode_prompt
 from aes_jax.eval.explainer import Explainer, ilearner_prompt
 from aes_jax.eval.preference_builder import BuildOptions, build_preferences
+from aes_jax.interop import hf
 from aes_jax.models import lora as lora_lib
+from aes_jax.models.llama import Llama
 from aes_jax.train import loop
 from aes_jax.train.checkpoint import read_state_numpy
 from configs import rlearner_dpo, rlearner_sft, rlearner_verifier
@@ -150,6 +152,21 @@ def test_preference_pairs_then_dpo_after_sft(runs_dir, tmp_path):
     assert dpo.cfg.rank == both.generators["sft"].cfg.rank * 2
     explained = both.explain(train_questions[:2], "dpo", GREEDY, jax.random.key(0), 4)
     assert len(explained) == 2
+    # The DPO export (SFT-merged base + adapter + merged policy) is that same model.
+    dpo_config = ml_collections.ConfigDict(json.loads((dpo_dir / "config.json").read_text()))
+    dpo_task = tasks.build(dpo_config, dpo_dir)
+    _, dpo_state = read_state_numpy(dpo_dir)
+    _, dpo_frozen = dpo_task.init(jax.random.PRNGKey(dpo_config.seed))
+    dpo_task.export(jax.tree.map(np.asarray, dpo_state["trainable"]), dpo_frozen,
+                    tmp_path / "dpo_export")
+    cfg, merged = hf.load_llama(tmp_path / "dpo_export" / "merged")
+    ids = np.arange(3, 19, dtype=np.int32)[None]
+    exported = Llama(cfg).apply({"params": merged}, ids)
+    swapped = Llama(cfg.replace(lora=dpo.cfg)).apply({"params": both.params, "lora": dpo.lora},
+                                                      ids)
+    np.testing.assert_allclose(np.asarray(exported), np.asarray(swapped), rtol=0, atol=1e-4)
+    assert (tmp_path / "dpo_export" / "sft_base" / "config.json").exists()
+    assert (tmp_path / "dpo_export" / "adapter" / "adapter_config.json").exists()
 
 
 def test_explanation_metrics(questions):
