@@ -157,8 +157,10 @@ class Explainer:
             chunk += [chunk[0]] * (batch_size - real)
             ids, mask = gen.left_pad(chunk, int(tok.pad_id), width=self.max_prompt_tokens)
             rng, sub = jax.random.split(rng)
-            key = (generator, sampling, ids.shape)
-            if key not in self._compiled:  # compile outside the timed call
+            # What jit compiles for: a new key is run once untimed (compile + run).
+            key = (cfg, sampling, ids.shape,
+                   tuple(x.shape for x in jax.tree.leaves(lora)) if lora is not None else ())
+            if key not in self._compiled:
                 jax.block_until_ready(gen.generate(cfg, self.params, ids, mask, rng=sub,
                                                    sampling=sampling, lora=lora).tokens)
                 self._compiled.add(key)
