@@ -54,6 +54,11 @@ TEMPERATURES = flags.DEFINE_list("temperatures", ["0.3", "0.5", "0.7", "0.9", "1
                                  "One candidate per temperature.")
 TEST_QUESTIONS = flags.DEFINE_integer("test_questions", 40, "Held-out questions explained "
                                       "(0 = all 40).")
+DPO_PAIRS = flags.DEFINE_enum("dpo_pairs", "verifier", ["verifier", "ratings"], "DPO trains "
+                              "on the verifier-ranked pairs built here, or on pairs from the "
+                              "bank's human ratings (best vs worst rated explanation).")
+REUSE = flags.DEFINE_bool("reuse", False, "Keep finished runs and preference pairs of an "
+                          "earlier call with the same --out (launch.train only reports them).")
 ILEARNER_KS = flags.DEFINE_list("ilearner_ks", ["1", "3", "5"], "ILearner rounds.")
 MAX_PROMPT = flags.DEFINE_integer("max_prompt_tokens", 320, "Prompt tokens (longer: the end).")
 MAX_COMPLETION = flags.DEFINE_integer("max_completion_tokens", 96, "Explanation tokens.")
@@ -67,7 +72,11 @@ REFERENCE = {"SFT": (3.20, 0.807, 19.9), "DPO v2": (3.06, 0.830, 5.8)}
 
 
 def train(config: str, workdir: Path, *overrides: str) -> float:
-    """launch.train in a subprocess (output in WORKDIR.log); its wall seconds."""
+    """launch.train in a subprocess (output in WORKDIR.log); its wall seconds (kept in
+    WORKDIR.wall, which --reuse reads instead of training again)."""
+    wall_path = workdir.parent / f"{workdir.name}.wall"
+    if REUSE.value and wall_path.is_file():
+        return float(wall_path.read_text())
     start = time.perf_counter()
     log_path = workdir.parent / f"{workdir.name}.log"
     with open(log_path, "w") as out:
@@ -77,7 +86,9 @@ def train(config: str, workdir: Path, *overrides: str) -> float:
     if done.returncode:
         raise RuntimeError(f"launch.train failed ({done.returncode}) for {workdir}; see "
                            f"{log_path}")
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    wall_path.write_text(f"{wall}\n")
+    return wall
 
 
 def common_overrides(steps: int, lr: float, batch: int) -> list[str]:
@@ -120,6 +131,7 @@ def main(argv):
     from aes_jax.eval import explanation_metrics as em
     from aes_jax.eval.explainer import Explainer, Explanation
     from aes_jax.eval.generate import SamplingConfig
+    from aes_jax.data.preferences import pairs_from_ratings, write_preferences
     from aes_jax.eval.preference_builder import BuildOptions, build_preferences
     from aes_jax.interop import assets
     from aes_jax.interop.torch_ref.text_scorers import BertScore
@@ -143,22 +155,35 @@ def main(argv):
     walls["verifier"] = train(config("rlearner_verifier"), out / "verifier",
                               f"--config.data.max_prompt_tokens={VERIFIER_TOKENS.value}",
                               *common_overrides(VERIFIER_STEPS.value, SFT_LR.value, BATCH.value))
-    subprocess.run([sys.executable, "-m", "launch.export", f"--run={out / 'sft'}",
-                    f"--out={out / 'sft_export'}"], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
+    if not (REUSE.value and (out / "sft_export" / "adapter").is_dir()):
+        subprocess.run([sys.executable, "-m", "launch.export", f"--run={out / 'sft'}",
+                        f"--out={out / 'sft_export'}"], cwd=REPO, check=True,
+                       stdout=subprocess.DEVNULL)
     sampling = SamplingConfig(max_new_tokens=MAX_COMPLETION.value, repetition_penalty=1.1)
     explainer = Explainer.from_runs({"sft": out / "sft"}, out / "verifier")
     train_q = load_questions(None, "train")
     train_q = train_q[:PREF_QUESTIONS.value] if PREF_QUESTIONS.value else train_q
-    log(f"preference pairs: {len(train_q)} questions x {len(TEMPERATURES.value)} temperatures")
-    options = BuildOptions(temperatures=tuple(float(t) for t in TEMPERATURES.value),
-                           max_new_tokens=MAX_COMPLETION.value, seed=SEED.value,
-                           min_score_gap=MIN_SCORE_GAP.value,
-                           batch_size=BATCH.value)
-    _, pref_stats = build_preferences(explainer, train_q, options, out / "prefs")
-    if pref_stats["pairs"] < 2 * DPO_BATCH.value:
+    stats_path = out / "prefs" / "stats.json"
+    if REUSE.value and stats_path.is_file():
+        pref_stats = json.loads(stats_path.read_text())
+        log(f"preference pairs: reusing {stats_path}")
+    else:
+        log(f"preference pairs: {len(train_q)} questions x {len(TEMPERATURES.value)} "
+            "temperatures")
+        options = BuildOptions(temperatures=tuple(float(t) for t in TEMPERATURES.value),
+                               max_new_tokens=MAX_COMPLETION.value, seed=SEED.value,
+                               min_score_gap=MIN_SCORE_GAP.value, batch_size=BATCH.value)
+        _, pref_stats = build_preferences(explainer, train_q, options, out / "prefs")
+    pairs_file = out / "prefs" / "pairs.jsonl"
+    if DPO_PAIRS.value == "ratings":
+        rated, rated_stats = pairs_from_ratings(load_questions(None, "train"),
+                                                MIN_SCORE_GAP.value)
+        pairs_file = write_preferences(out / "prefs_ratings" / "pairs.jsonl", rated)
+        pref_stats = {**pref_stats, "dpo_trained_on": f"human ratings: {rated_stats.line()}"}
+    elif pref_stats["pairs"] < 2 * DPO_BATCH.value:
         raise RuntimeError(f"only {pref_stats['pairs']} preference pairs kept (see "
-                           f"{out / 'prefs' / 'stats.json'}); need >= {2 * DPO_BATCH.value}")
+                           f"{stats_path}); need >= {2 * DPO_BATCH.value} (a stronger "
+                           "verifier, or --dpo_pairs=ratings)")
     dpo_runs = {}
     for name in [*DPO_TYPES.value, "sigmoid_precomputed"]:
         loss = {"cdpo": "sigmoid", "sigmoid_precomputed": "sigmoid"}.get(name, name)
@@ -168,7 +193,7 @@ def main(argv):
         log(f"DPO {name}: training")
         walls[f"dpo_{name}"] = train(
             config("rlearner_dpo", arg), out / f"dpo_{name}", *lengths,
-            f"--config.data.pairs_file={out / 'prefs' / 'pairs.jsonl'}",
+            f"--config.data.pairs_file={pairs_file}",
             f"--config.dpo.sft_adapter={out / 'sft_export' / 'adapter'}",
             *common_overrides(DPO_STEPS.value, DPO_LR.value, DPO_BATCH.value))
         dpo_runs[name] = out / f"dpo_{name}"
@@ -221,7 +246,8 @@ def main(argv):
         log(f"wrote {path}")
 
 
-MY_FLAGS = ("tiny", "sft_steps", "verifier_steps", "dpo_steps", "batch", "dpo_batch", "sft_lr", "dpo_lr",
+MY_FLAGS = ("tiny", "sft_steps", "verifier_steps", "dpo_steps", "batch", "dpo_batch", "dpo_pairs",
+            "sft_lr", "dpo_lr",
             "dpo_types", "beta", "min_score_gap", "pref_questions", "temperatures", "test_questions",
             "ilearner_ks", "max_prompt_tokens", "max_completion_tokens", "verifier_tokens",
             "seed")
