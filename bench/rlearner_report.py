@@ -65,7 +65,8 @@ def markdown(results: dict) -> str:
            f"{p['pairs']} pairs from {p['questions']} questions ({p['dropped_small_gap']} "
            f"dropped: gap < {p['min_score_gap']}), {p['hard_negatives']} hard negatives, "
            f"mean gap {p['mean_gap']:.2f}, gaps {p['gap_histogram']}, "
-           f"{p['questions_per_s']:.3f} questions/s.", "",
+           f"{p['questions_per_s']:.3f} questions/s."
+           + (f" DPO trained on {p['dpo_trained_on']}." if p.get("dpo_trained_on") else ""), "",
            "## DPO speed", "", *srows, "",
            f"Precomputed reference log-probs: {_f(ratio, 2)}x the steps/s of the per-step "
            "reference." if ratio else "", "",
