@@ -26,7 +26,8 @@ Array = jax.Array
 LOSS_TYPES = ("sigmoid", "robust", "ipo", "hinge")
 
 
-def _check(beta: float, loss_type: str, label_smoothing: float) -> None:
+def check_options(beta: float, loss_type: str, label_smoothing: float) -> None:
+    """ValueError naming the setting when beta, loss_type or label_smoothing is invalid."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type={loss_type!r}: expected one of {', '.join(LOSS_TYPES)}")
     if not beta > 0:
@@ -41,7 +42,7 @@ def _check(beta: float, loss_type: str, label_smoothing: float) -> None:
 def pair_losses(margin: Array, *, beta: float = 0.1, loss_type: str = "sigmoid",
                 label_smoothing: float = 0.0) -> Array:
     """[B] per-pair losses from the log-ratio margins d [B] (float32)."""
-    _check(beta, loss_type, label_smoothing)
+    check_options(beta, loss_type, label_smoothing)
     d, e = jnp.asarray(margin, jnp.float32), label_smoothing
     if loss_type == "sigmoid":
         return -(1 - e) * jax.nn.log_sigmoid(beta * d) - e * jax.nn.log_sigmoid(-beta * d)

@@ -60,8 +60,7 @@ class DpoOptions:
     precompute_reference: bool = False
 
     def __post_init__(self):
-        preference.pair_losses(jnp.zeros(1), beta=self.beta, loss_type=self.loss_type,
-                               label_smoothing=self.label_smoothing)  # validates the three
+        preference.check_options(self.beta, self.loss_type, self.label_smoothing)
         if not 0.0 < self.eval_fraction < 1.0 and not self.eval_file:
             raise ValueError(f"config.data.eval_fraction={self.eval_fraction}: expected (0, 1)")
         if self.max_prompt_tokens < 1 or self.max_completion_tokens < 1:
