@@ -53,10 +53,11 @@ def main(argv):
     from aes_jax import tasks
     from aes_jax.runs import check_resume, record_config
     from aes_jax.tasks.capabilities import PreparesData, StagedTask
-    from aes_jax.train import loop
+    from aes_jax.train import loop, rl_loop
     from aes_jax.train.checkpoint import latest_step
     from aes_jax.train.engine_config import EngineConfig
     from aes_jax.train.interrupt import TrainingInterrupted
+    from aes_jax.train.task import RolloutTask
 
     workdir = Path(WORKDIR.value)
     EngineConfig.from_config(config)  # bad engine settings fail before anything is written
@@ -71,6 +72,8 @@ def main(argv):
             for stage in task.stages():
                 loop.train(stage.task, stage.engine, workdir / stage.name)
             task.finish()
+        elif isinstance(task, RolloutTask):  # trained online (PPO / GRPO)
+            rl_loop.train_rl(task, config, workdir)
         else:
             loop.train(task, config, workdir)
     except TrainingInterrupted as e:

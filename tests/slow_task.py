@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from aes_jax.tasks.lm_lora import LMLoraTask
+from aes_jax.tasks.ppo import PpoTask
 
 
 class _SlowIterator:
@@ -28,3 +29,11 @@ class SlowLMLoraTask(LMLoraTask):
 
     def train_iterator(self, *args, **kwargs):
         return _SlowIterator(super().train_iterator(*args, **kwargs), seconds=0.5)
+
+
+class SlowPpoTask(PpoTask):
+    """The PPO task whose prompt batches arrive slowly (a kill lands between checkpoints;
+    `--config.task=tests.slow_task:SlowPpoTask`)."""
+
+    def prompt_iterator(self, *args, **kwargs):
+        return _SlowIterator(super().prompt_iterator(*args, **kwargs), seconds=1.5)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from aes_jax import runs
@@ -29,20 +28,12 @@ from aes_jax.data.mcq import Mcq
 from aes_jax.eval import generate as gen
 from aes_jax.models import lora as lora_lib
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
-from aes_jax.models.llama import Llama
-from aes_jax.tasks.explain_verifier import prompt_row, rate_hidden
-from aes_jax.train.checkpoint import read_state_numpy
+from aes_jax.tasks.run_adapters import Adapter, policy_adapter, run_trainable
+from aes_jax.tasks.verifier_rating import VerifierRater
 
-GENERATOR_TASKS = ("explain_sft", "dpo")
+GENERATOR_TASKS = ("explain_sft", "dpo", "ppo")
 # The spec fields two runs must share for their adapters to fit one base.
 SHARED_SPEC = ("model", "tiny_model", "dtype", "param_dtype", "scan_layers")
-
-
-@dataclasses.dataclass(frozen=True)
-class Adapter:
-    cfg: lora_lib.LoraConfig
-    lora: Any
-    source: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +49,6 @@ def ilearner_prompt(question_prompt: str, last: str, score: float) -> str:
             f"{score:.1f} out of {ex.MAX_RATING:g}. Write a better explanation.")
 
 
-def _adapter_of(run_dir: Path, config: Any, lm: CausalLM, step: str | int | None) -> Adapter:
-    _, state = read_state_numpy(run_dir, step)
-    lora = jax.tree.map(jnp.asarray, state["trainable"]["lora"])
-    cfg = lora_lib.LoraConfig(**dict(config.lora))
-    adapter = Adapter(cfg, lora, str(run_dir))
-    sft = config.get("dpo", {}).get("sft_adapter", "") if config.task == "dpo" else ""
-    if sft:
-        sft_cfg, sft_lora = lm.load_adapter(sft)
-        both_cfg, both = lora_lib.concat((sft_cfg, sft_lora), (cfg, lora),
-                                         scan_layers=lm.cfg.scan_layers)
-        adapter = Adapter(both_cfg, both, f"{sft} + {run_dir}")
-    return adapter
-
-
 class Explainer:
     def __init__(self, lm: CausalLM, params: Any, generators: dict[str, Adapter], *,
                  verifier: Adapter | None = None, verifier_head: Any = None,
@@ -83,7 +60,7 @@ class Explainer:
         self.max_prompt_tokens = max_prompt_tokens
         self.verifier_prompt_tokens = verifier_prompt_tokens
         self.chat_template = chat_template
-        self._score_fn = None
+        self._rater: VerifierRater | None = None
         self._compiled: set = set()
 
     @classmethod
@@ -117,13 +94,15 @@ class Explainer:
                                  f"{named[first_name]} has seed {first.seed}")
         lm = CausalLM(spec)
         _, frozen = lm.init(jax.random.PRNGKey(first.seed))
-        adapters = {name: _adapter_of(named[name], configs[name], lm, step)
+        adapters = {name: policy_adapter(named[name], lm, step, configs[name])
                     for name in generators}
         verifier = head = None
         verifier_tokens = 512
         if verifier_run is not None:
-            verifier = _adapter_of(named["verifier"], configs["verifier"], lm, step)
-            head = read_state_numpy(named["verifier"], step)[1]["trainable"]["head"]
+            trained = run_trainable(named["verifier"], step)
+            verifier = Adapter(lora_lib.LoraConfig(**dict(configs["verifier"].lora)),
+                               trained["lora"], str(named["verifier"]))
+            head = trained["head"]
             verifier_tokens = int(configs["verifier"].data.max_prompt_tokens)
         data = next((configs[n].data for n in generators), first.data)
         return cls(lm, frozen["params"], adapters, verifier=verifier, verifier_head=head,
@@ -185,29 +164,12 @@ class Explainer:
             raise ValueError("this Explainer has no verifier (give verifier_run)")
         if len(questions) != len(explanations):
             raise ValueError(f"{len(questions)} questions but {len(explanations)} explanations")
-        if self._score_fn is None:
-            model = Llama(self.lm.base_cfg.replace(lora=self.verifier.cfg))
-
-            def rate(lora, head, params, ids, mask):
-                out = model.apply({"params": params, "lora": lora}, ids, attention_mask=mask,
-                                  return_hidden=True, compute_logits=False)
-                return rate_hidden(out.hidden, mask, head)
-
-            self._score_fn = jax.jit(rate)
-        scores = []
-        length = self.verifier_prompt_tokens
-        for start in range(0, len(questions), batch_size):
-            rows = [prompt_row(np.asarray(self._prompt_ids(ex.verifier_prompt(q, e), length)),
-                               length)
-                    for q, e in zip(questions[start:start + batch_size],
-                                    explanations[start:start + batch_size])]
-            real = len(rows)
-            rows += [rows[0]] * (batch_size - real)
-            ids = jnp.asarray(np.stack([r["input_ids"] for r in rows]))
-            mask = jnp.asarray(np.stack([r["attention_mask"] for r in rows]))
-            got = self._score_fn(self.verifier.lora, self.verifier_head, self.params, ids, mask)
-            scores.append(np.asarray(got)[:real])
-        return np.clip(np.concatenate(scores), 0.0, ex.MAX_RATING)
+        if self._rater is None:
+            self._rater = VerifierRater(self.lm.base_cfg, self.verifier.cfg, self.lm.tokenizer,
+                                        self.verifier_prompt_tokens, self.chat_template,
+                                        batch_size)
+        return self._rater(self.params, self.verifier.lora, self.verifier_head, questions,
+                           explanations)
 
     # ------------------------------------------------------------------ ILearner
     def ilearner(self, questions: Sequence[Mcq], k: int, generator: str,

@@ -245,3 +245,40 @@ def length_histogram_png(lengths_by_prompt: Mapping[int, Sequence[int]], limit: 
     ax.set_ylabel("essays")
     ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- RL reward curve
+
+
+def reward_curve_figure(metrics_jsonl_path: str | Path) -> Figure:
+    """An RL run's metrics.jsonl: rollout reward (mean, +- 1 sd band) and the held-out
+    greedy reward per iteration on the left axis; KL to the reference on the right."""
+    records = _read_metrics_jsonl(Path(metrics_jsonl_path))
+    fig = _new_figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    steps, mean = _series(records, "reward_mean")
+    _, sd = _series(records, "reward_std")
+    if steps:
+        ax.plot(steps, mean, marker="o", markersize=3, label="rollout reward")
+        if len(sd) == len(mean):
+            ax.fill_between(steps, np.subtract(mean, sd), np.add(mean, sd), alpha=0.2)
+    eval_steps, eval_mean = _series(records, "eval_reward_mean")
+    if eval_steps:
+        ax.plot(eval_steps, eval_mean, marker="s", label="held-out reward (greedy)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("reward")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    kl_steps, kl = _series(records, "kl")
+    if kl_steps:
+        right = ax.twinx()
+        right.plot(kl_steps, kl, color="tab:red", linestyle="--", label="KL to reference")
+        right.set_ylabel("KL (nats per completion)")
+        right.legend(loc="lower right")
+    ax.legend(loc="upper left")
+    ax.set_title(f"{Path(metrics_jsonl_path).parent.name}: reward per iteration")
+    return fig
+
+
+def reward_curve_png(metrics_jsonl_path: str | Path, path: str | Path) -> Path:
+    """``reward_curve_figure`` written to ``path``."""
+    return _save(reward_curve_figure(metrics_jsonl_path), path)

@@ -186,22 +186,27 @@ class CausalLM:
         return self.base_cfg, lora_lib.merge(frozen["params"], trainable["lora"], self.cfg.lora)
 
     # ------------------------------------------------------------------ export
-    def export(self, trainable: Mapping, frozen: Mapping, out_dir: str | Path) -> list[Path]:
+    def export(self, trainable: Mapping, frozen: Mapping, out_dir: str | Path,
+               adapter: tuple[lora_lib.LoraConfig, Mapping] | None = None) -> list[Path]:
         """HF formats: a PEFT adapter dir plus the merged model for LoRA, the full model for
         full fine-tuning. Tokenizer files come from the base model dir; a random tiny base
-        is exported too (as `base/`), so the adapter has something to load onto."""
+        is exported too (as `base/`), so the adapter has something to load onto.
+        `adapter`: (its LoraConfig, its tree) to export instead of trainable["lora"] (e.g.
+        an SFT adapter concatenated with the one trained on top of it)."""
         out = Path(out_dir)
         if not self.uses_lora:
             return [hf.save_llama(self.base_cfg, trainable["params"], out / "model",
                                   tokenizer_source=self.tokenizer_dir)]
+        lora_cfg, lora = adapter if adapter is not None else (self.cfg.lora, trainable["lora"])
         written = []
         base_path = self.path
         if base_path is None:
             base_path = hf.save_llama(self.base_cfg, frozen["params"], out / "base")
             written.append(base_path)
-        written.append(peft.save_peft_adapter(self.cfg, trainable["lora"], out / "adapter",
+        written.append(peft.save_peft_adapter(self.base_cfg.replace(lora=lora_cfg), lora,
+                                              out / "adapter",
                                               base_model_name_or_path=str(base_path)))
-        _, merged = self.inference_params(trainable, frozen)
+        merged = lora_lib.merge(frozen["params"], lora, lora_cfg)
         written.append(hf.save_llama(self.base_cfg, merged, out / "merged",
                                      tokenizer_source=self.tokenizer_dir))
         return written

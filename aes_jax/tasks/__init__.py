@@ -19,6 +19,7 @@ REGISTRY = {
     "dpo": "aes_jax.tasks.dpo:DpoTask",
     "explain_sft": "aes_jax.tasks.explain_sft:ExplainSftTask",
     "explain_verifier": "aes_jax.tasks.explain_verifier:ExplainVerifierTask",
+    "ppo": "aes_jax.tasks.ppo:PpoTask",
 }
 
 

@@ -37,7 +37,7 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
-def _state_shardings(state: TrainState, trainable_sh: Any, optimizer, mesh) -> TrainState:
+def state_shardings(state: TrainState, trainable_sh: Any, optimizer, mesh) -> TrainState:
     repl = sharding.replicated(mesh)
     # Optimiser moments are shaped like the params: shard them the same way.
     opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, state.opt_state, trainable_sh,
@@ -95,7 +95,7 @@ def best_metric_of(task: Task, config: EngineConfig) -> tuple[str, str] | None:
     return name, "min" if any(w in name for w in LOWER_IS_BETTER) else "max"
 
 
-def _read_last_record(path: Path) -> dict[str, Any]:
+def read_last_record(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     lines = path.read_text().splitlines()
@@ -122,7 +122,7 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
     if start >= config.total_steps or early:  # a finished run started again
         best = ckpt.best()
         ckpt.close()
-        last = _read_last_record(workdir / "metrics.jsonl")
+        last = read_last_record(workdir / "metrics.jsonl")
         keys = console.headline_keys(last, headline)
         why = (f"stopped early: no new best for {config.early_stop_patience} evaluations"
                if early else f"config.total_steps={config.total_steps}")
@@ -149,7 +149,7 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
                                  task_state=task_state)
 
     state_shapes = jax.eval_shape(create_state, trainable)
-    state_sh = _state_shardings(state_shapes, trainable_sh, optimizer, mesh)
+    state_sh = state_shardings(state_shapes, trainable_sh, optimizer, mesh)
     state = jax.jit(create_state, out_shardings=state_sh)(trainable)
     del trainable
 
@@ -240,7 +240,7 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
                               f"{', '.join(k for k in record if k.startswith('eval_'))}); "
                               "no best checkpoint is kept")
                         tracked = None
-                    best_here, best = _track_best(tracked, record, step, best)
+                    best_here, best = track_best(tracked, record, step, best)
                     write(console.eval_line(step, record, console.headline_keys(record, headline),
                                             best))
                 writer.write(step, record)
@@ -273,7 +273,7 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
     return last
 
 
-def _track_best(tracked: tuple[str, str] | None, record: dict, step: int, best: dict | None
+def track_best(tracked: tuple[str, str] | None, record: dict, step: int, best: dict | None
                 ) -> tuple[dict | None, dict | None]:
     """(this step's metric, for its checkpoint; the best so far)."""
     if tracked is None:

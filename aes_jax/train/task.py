@@ -85,3 +85,54 @@ class ReportingTask(Task, Protocol):
     def best_metric(self) -> tuple[str, str]:
         """(logged key, e.g. "eval_mean_qwk"; "max" or "min"): the default dev metric the
         best checkpoint is chosen on (`config.best_metric` overrides it)."""
+
+
+@runtime_checkable
+class RolloutTask(Protocol):
+    """What the RL loop (`train/rl_loop.py`) needs from a system trained online: prompts, a
+    policy that samples completions for them, a scorer, and the policy's and reference's
+    logits (with values, when it has a critic) on prompt + completion rows.
+
+    Prompt batches are dicts with "prompt_ids" / "prompt_mask" [B, P] (left-padded to one
+    width) and whatever else `score` reads; the loop adds nothing to them."""
+
+    def init(self, rng: jax.Array) -> tuple[Any, Any]:
+        """-> (trainable, frozen) pytrees (policy adapter and critic; base, reference,
+        scorer weights)."""
+
+    def logical_axes(self) -> tuple[Any, Any]:
+        """Logical axis names matching (trainable, frozen)."""
+
+    def prompt_iterator(self, global_batch_size: int, seed: int, process_index: int,
+                        process_count: int) -> Iterator[Batch]:
+        """Infinite local prompt batches, with get_state() / set_state() for exact resume."""
+
+    def eval_prompts(self, batch_size: int) -> Iterator[Batch]:
+        """One finite pass over held-out prompts (padded rows carry "weight" 0)."""
+
+    def rollout(self, trainable: Any, frozen: Any, prompts: Batch, rng: jax.Array,
+                greedy: bool = False) -> tuple[jax.Array, jax.Array]:
+        """(completion tokens [B, N], padded after the stop token; lengths [B], the stop
+        token included) sampled with the task's settings (`greedy` for evaluation)."""
+
+    def score(self, frozen: Any, prompts: Batch, tokens: np.ndarray, lengths: np.ndarray
+              ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+        """Host side (a reward model may run on `frozen`): ([B] rewards, {name: [B] part
+        of the reward}, [B] completion texts)."""
+
+    def policy(self, trainable: Any, frozen: Any, input_ids: jax.Array,
+               attention_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Pure: (logits [B, T, V], values [B, T]; zeros without a critic)."""
+
+    def reference_logits(self, trainable: Any, frozen: Any, input_ids: jax.Array,
+                         attention_mask: jax.Array) -> jax.Array:
+        """Pure: the reference policy's logits [B, T, V] (the KL anchor)."""
+
+    def sampling_temperature(self) -> float:
+        """The temperature rollouts are drawn at: log-probs are taken at it too."""
+
+    def has_critic(self) -> bool:
+        """Whether `policy` returns learned values (PPO's GAE needs them; GRPO does not)."""
+
+    def flops_per_token(self) -> float:
+        """Training model FLOPs per token, for MFU (0 if unknown)."""
