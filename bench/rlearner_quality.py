@@ -1,7 +1,8 @@
 """RLearner on the project-written demo bank with the packaged SmolLM2-135M-Instruct (not a
-test): SFT vs DPO (sigmoid, cDPO, IPO) vs ILearner K = 1, 3, 5, every explanation metric
-and the latency per question, in one run; DPO steps/s and tokens/s with the reference
-log-probs per step and precomputed.
+test): SFT vs DPO (sigmoid, cDPO, IPO) vs PPO vs ILearner K = 1, 3, 5, every explanation
+metric and the latency per question, in one run; DPO steps/s and tokens/s with the
+reference log-probs per step and precomputed; PPO's time per iteration (rollout, scoring,
+updates) and its reward curve (OUT/ppo/reward_curve.png).
 
     python -m bench.rlearner_quality --out=bench_out/rlearner
     # CPU smoke run of the plumbing: a tiny random LLaMA, byte tokens
@@ -12,7 +13,8 @@ Steps, in OUT/: `sft` and `verifier` (launch.train on the bank's training questi
 SFT adapter exported (`sft_export/`), preference pairs from them (`prefs/`, on
 --pref_questions training questions), one DPO run per loss on those pairs after the SFT
 adapter (`dpo_<loss>/`) plus the sigmoid run with precomputed reference log-probs
-(`dpo_sigmoid_precomputed/`, for speed), then every model explains the --test_questions
+(`dpo_sigmoid_precomputed/`, for speed), PPO from the SFT run with the verifier as the
+reward (`ppo/`, --ppo_steps iterations of --ppo_batch rollouts), then every model explains the --test_questions
 held-out questions (greedy, one base with the adapters swapped). Next to them, from the
 same run: the base model without an adapter, and two trivial baselines: the correct
 option's text as the explanation, and the human explanation itself (the ceiling of the
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from absl import app, flags, logging
@@ -57,6 +60,12 @@ TEST_QUESTIONS = flags.DEFINE_integer("test_questions", 40, "Held-out questions 
 DPO_PAIRS = flags.DEFINE_enum("dpo_pairs", "verifier", ["verifier", "ratings"], "DPO trains "
                               "on the verifier-ranked pairs built here, or on pairs from the "
                               "bank's human ratings (best vs worst rated explanation).")
+PPO_STEPS = flags.DEFINE_integer("ppo_steps", 8, "PPO iterations (0 = no PPO run).")
+PPO_BATCH = flags.DEFINE_integer("ppo_batch", 8, "Rollouts (questions) per PPO iteration.")
+PPO_LR = flags.DEFINE_float("ppo_lr", 1e-4, "PPO peak lr (LoRA).")
+PPO_EPOCHS = flags.DEFINE_integer("ppo_epochs", 2, "PPO epochs per iteration.")
+PPO_MINIBATCHES = flags.DEFINE_integer("ppo_minibatches", 2, "PPO minibatches per epoch.")
+PPO_KL = flags.DEFINE_float("ppo_kl", 0.05, "PPO KL coefficient (k1, in the reward).")
 REUSE = flags.DEFINE_bool("reuse", False, "Keep finished runs and preference pairs of an "
                           "earlier call with the same --out (launch.train only reports them).")
 ILEARNER_KS = flags.DEFINE_list("ilearner_ks", ["1", "3", "5"], "ILearner rounds.")
@@ -68,7 +77,8 @@ SEED = flags.DEFINE_integer("seed", 0, "Sampling / bootstrap seed.")
 
 REPO = Path(__file__).resolve().parents[1]
 # The original's Cardiff table (LLaMA-2-13B), the issue: verifier, BERTScore, s/question.
-REFERENCE = {"SFT": (3.20, 0.807, 19.9), "DPO v2": (3.06, 0.830, 5.8)}
+REFERENCE = {"SFT": (3.20, 0.807, 19.9), "DPO v2": (3.06, 0.830, 5.8),
+             "PPO (125 steps)": (3.08, 0.825, 7.2)}
 
 
 def train(config: str, workdir: Path, *overrides: str) -> float:
@@ -109,6 +119,21 @@ def speed(workdir: Path) -> dict[str, float]:
     evals = [r for r in records if "eval_loss" in r]
     if evals:
         out["eval"] = {k: v for k, v in evals[-1].items() if k.startswith("eval_")}
+    return out
+
+
+def ppo_speed(workdir: Path) -> dict[str, Any]:
+    """Medians over the iterations after the first (the compiles) and the reward curve."""
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    steady = records[1:] or records
+    out: dict[str, Any] = {k: float(np.median([r[k] for r in steady]))
+                           for k in ("iteration_s", "rollout_s", "score_s", "update_s",
+                                     "tokens_per_s", "rollout_tokens_per_s")}
+    out.update(iterations=len(records), updates=int(records[-1]["optimizer_steps"]),
+               reward_first=records[0]["reward_mean"], reward_last=records[-1]["reward_mean"],
+               kl_last=records[-1]["kl"], curve=str(workdir / "reward_curve.png"),
+               eval={r["step"]: r["eval_reward_mean"] for r in records
+                     if "eval_reward_mean" in r})
     return out
 
 
@@ -199,6 +224,21 @@ def main(argv):
         dpo_runs[name] = out / f"dpo_{name}"
     generators = {"sft": out / "sft", **{f"dpo_{n}": d for n, d in dpo_runs.items()
                                          if n != "sigmoid_precomputed"}}
+    if PPO_STEPS.value:
+        log(f"PPO: {PPO_STEPS.value} iterations of {PPO_BATCH.value} rollouts")
+        evals = max(PPO_STEPS.value // 2, 1)
+        walls["ppo"] = train(
+            config("rlearner_ppo"), out / "ppo",
+            f"--config.data.max_prompt_tokens={MAX_PROMPT.value}",
+            f"--config.sampling.max_new_tokens={MAX_COMPLETION.value}",
+            f"--config.ppo.sft_run={out / 'sft'}", f"--config.reward.verifier_run={out / 'verifier'}",
+            f"--config.total_steps={PPO_STEPS.value}", f"--config.global_batch_size={PPO_BATCH.value}",
+            f"--config.eval_every={evals}", f"--config.checkpoint_every={evals}",
+            f"--config.eval_batch_size={BATCH.value}", "--config.data.eval_questions=8",
+            f"--config.log_every=1", f"--config.optimizer.lr={PPO_LR.value}",
+            "--config.optimizer.warmup_steps=1", f"--config.rl.epochs={PPO_EPOCHS.value}",
+            f"--config.rl.minibatches={PPO_MINIBATCHES.value}", f"--config.rl.kl_coef={PPO_KL.value}")
+        generators["ppo"] = out / "ppo"
     # Room for ILearner's prompts, which repeat the last explanation after the question.
     explainer = Explainer.from_runs(generators, out / "verifier", max_prompt_tokens=(
         MAX_PROMPT.value + MAX_COMPLETION.value + 48))
@@ -238,6 +278,7 @@ def main(argv):
                "walls": walls, "preferences": pref_stats,
                "runs": {name: speed(out / name) for name in ("sft", "verifier")},
                "dpo_speed": dpo_speed, "reference": REFERENCE,
+               "ppo": ppo_speed(out / "ppo") if PPO_STEPS.value else None,
                "metrics": {n: {k: v for k, v in m.items() if k != "rows"}
                            for n, m in metrics.items()},
                "intervals_vs_sft": intervals}
@@ -247,7 +288,8 @@ def main(argv):
 
 
 MY_FLAGS = ("tiny", "sft_steps", "verifier_steps", "dpo_steps", "batch", "dpo_batch", "dpo_pairs",
-            "sft_lr", "dpo_lr",
+            "sft_lr", "dpo_lr", "ppo_steps", "ppo_batch", "ppo_lr", "ppo_epochs", "ppo_minibatches",
+            "ppo_kl",
             "dpo_types", "beta", "min_score_gap", "pref_questions", "temperatures", "test_questions",
             "ilearner_ks", "max_prompt_tokens", "max_completion_tokens", "verifier_tokens",
             "seed")

@@ -1,5 +1,5 @@
 """The RLearner benchmark's report: explanation metrics per model with paired intervals
-against SFT, what DPO did and did not improve, preference-pair stats, DPO speed with and
+against SFT, what DPO and PPO did and did not improve, PPO's reward and time per iteration, preference-pair stats, DPO speed with and
 without precomputed reference log-probs, and the original's Cardiff table. `--from_json`
 re-prints a saved run: python -m bench.rlearner_report --from_json=OUT/results.json"""
 
@@ -25,7 +25,7 @@ def verdicts(results: dict) -> list[str]:
     """One line per DPO model and metric: better / worse / not separable from SFT."""
     lines = []
     for name, by_metric in results["intervals_vs_sft"].items():
-        if not name.startswith("dpo_"):
+        if not name.startswith("dpo_") and name != "ppo":
             continue
         for metric, (mean, lo, hi) in by_metric.items():
             word = ("better than SFT" if lo > 0 else "worse than SFT" if hi < 0
@@ -60,7 +60,7 @@ def markdown(results: dict) -> str:
            "`human` is the reference explanation itself (the ceiling of BLEU/BERTScore); "
            "`answer_text` states the correct option only; `base` is the model without an "
            "adapter. Intervals: paired bootstrap over questions.", "",
-           "## What DPO did", "", *[f"- {line}" for line in verdicts(results)], "",
+           "## What DPO and PPO did", "", *[f"- {line}" for line in verdicts(results)], "",
            "## Preference pairs", "",
            f"{p['pairs']} pairs from {p['questions']} questions ({p['dropped_small_gap']} "
            f"dropped: gap < {p['min_score_gap']}), {p['hard_negatives']} hard negatives, "
@@ -70,12 +70,27 @@ def markdown(results: dict) -> str:
            "## DPO speed", "", *srows, "",
            f"Precomputed reference log-probs: {_f(ratio, 2)}x the steps/s of the per-step "
            "reference." if ratio else "", "",
+           *ppo_lines(results.get("ppo")),
            "## Wall time per run (s)", "",
            ", ".join(f"{k} {v:.0f}" for k, v in results["walls"].items()), "",
            "## The original (Cardiff table, LLaMA-2-13B)", "",
            *[f"- {k}: verifier {v[0]}, BERTScore {v[1]}, {v[2]} s per question"
              for k, v in ref.items()], ""]
     return "\n".join(out)
+
+
+def ppo_lines(ppo: dict | None) -> list[str]:
+    if not ppo:
+        return []
+    evals = ", ".join(f"iteration {k}: {v:.3f}" for k, v in ppo["eval"].items())
+    return ["## PPO", "",
+            f"{ppo['iterations']} iterations ({ppo['updates']} optimiser updates); rollout "
+            f"reward {ppo['reward_first']:.3f} at iteration 1 -> {ppo['reward_last']:.3f} at "
+            f"the last, KL to SFT {ppo['kl_last']:.4f}; held-out greedy reward {evals}. "
+            f"Median per iteration: {ppo['iteration_s']:.1f} s = rollout "
+            f"{ppo['rollout_s']:.1f} s ({ppo['rollout_tokens_per_s']:.1f} generated tokens/s) "
+            f"+ scoring {ppo['score_s']:.1f} s + updates {ppo['update_s']:.1f} s "
+            f"({ppo['tokens_per_s']:.1f} tokens/s). Reward curve: {ppo['curve']}.", ""]
 
 
 def write_report(results: dict, out: Path) -> list[Path]:
