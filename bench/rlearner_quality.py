@@ -235,7 +235,7 @@ def main(argv):
             f"--config.total_steps={PPO_STEPS.value}", f"--config.global_batch_size={PPO_BATCH.value}",
             f"--config.eval_every={evals}", f"--config.checkpoint_every={evals}",
             f"--config.eval_batch_size={BATCH.value}", "--config.data.eval_questions=8",
-            f"--config.log_every=1", f"--config.optimizer.lr={PPO_LR.value}",
+            "--config.log_every=1", f"--config.optimizer.lr={PPO_LR.value}",
             "--config.optimizer.warmup_steps=1", f"--config.rl.epochs={PPO_EPOCHS.value}",
             f"--config.rl.minibatches={PPO_MINIBATCHES.value}", f"--config.rl.kl_coef={PPO_KL.value}")
         generators["ppo"] = out / "ppo"

@@ -1,5 +1,6 @@
-"""Explanations for multiple-choice questions from a trained generator (SFT or DPO run), in
-one shot or with the ILearner K-round loop (generate, verify, re-prompt with the score).
+"""Explanations for multiple-choice questions from a trained generator (an SFT, DPO or PPO
+run), in one shot or with the ILearner K-round loop (generate, verify, re-prompt with the
+score).
 
     python -m launch.explain --generator_run=runs/sft --output=out/sft_test.jsonl
     python -m launch.explain --generator_run=runs/dpo --questions=my_questions.json \
@@ -23,7 +24,7 @@ from absl import flags
 
 from launch import cli
 
-GENERATOR_RUN = flags.DEFINE_string("generator_run", "", "An explain_sft or dpo run dir; "
+GENERATOR_RUN = flags.DEFINE_string("generator_run", "", "An explain_sft, dpo or ppo run dir; "
                                     "empty = the base model without an adapter (needs "
                                     "--verifier_run for its model).")
 VERIFIER_RUN = flags.DEFINE_string("verifier_run", "", "An explain_verifier run dir (needed "

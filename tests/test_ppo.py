@@ -1,6 +1,7 @@
 """RLearner PPO on the tiny config: the RL loop end to end (metrics, plot, samples), a
 SIGKILLed run resumes to the same parameters, GRPO and the LoRA critic, the policy /
-reference on one base, and the trained policy read back by the Explainer."""
+reference on one base, the export. (PPO after real SFT and verifier runs, read back by
+the Explainer: tests/test_rlearner_pipeline.py.)"""
 
 import json
 import signal
@@ -14,9 +15,7 @@ import numpy as np
 import pytest
 
 from aes_jax import tasks
-from aes_jax.eval.explainer import Explainer
-from aes_jax.eval.generate import SamplingConfig
-from aes_jax.interop import peft
+from aes_jax.interop import hf, peft
 from aes_jax.models.llama import Llama, init_lora
 from aes_jax.train import rl_loop
 from aes_jax.train.ppo_objective import completion_rows, make_experience_fn
@@ -65,15 +64,6 @@ def test_killed_ppo_run_resumes_to_the_same_params(tmp_path):
         assert {k: x[k] for k in ("reward_mean", "kl", "loss")} == {
             k: y[k] for k in ("reward_mean", "kl", "loss")}
 
-    # The Explainer puts the PPO run's adapter on the base: its greedy explanations of the
-    # held-out questions are the ones the loop's evaluation wrote.
-    explainer = Explainer.from_runs({"ppo": straight})
-    task = tasks.build(rlearner_ppo.get_config("tiny"), straight)
-    got = explainer.explain(task.questions["eval"], "ppo",
-                            SamplingConfig(max_new_tokens=8), jax.random.PRNGKey(0),
-                            batch_size=4)
-    assert [e.text for e in got] == [s["completion"] for s in samples]
-
 
 def _tiny(tmp_path, arg="tiny", **overrides):
     config = rlearner_ppo.get_config(arg)
@@ -88,10 +78,10 @@ def _tiny(tmp_path, arg="tiny", **overrides):
 
 
 def test_grpo_and_the_lora_critic_train(tmp_path):
-    config = _tiny(tmp_path, "tiny,grpo", total_steps=2, eval_every=0, checkpoint_every=2)
+    config = _tiny(tmp_path, "tiny,grpo", total_steps=1, eval_every=0)
     last = rl_loop.train_rl(tasks.build(config, tmp_path / "grpo"), config, tmp_path / "grpo")
     assert np.isfinite(last["policy_loss"]) and last["value_loss"] == 0.0
-    assert last["optimizer_steps"] == 2 * 2 * 2
+    assert last["optimizer_steps"] == 1 * 2 * 2
     config = _tiny(tmp_path, "tiny,critic=lora", total_steps=1, eval_every=0)
     task = tasks.build(config, tmp_path / "lora")
     last = rl_loop.train_rl(task, config, tmp_path / "lora")
@@ -140,3 +130,12 @@ def test_policy_starts_at_the_sft_reference_on_one_base(tmp_path):
     logp = jax.nn.log_softmax(full / task.sampling_temperature(), axis=-1)
     want = jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
     np.testing.assert_allclose(batch["old_logprobs"], want, atol=1e-5)
+
+    # The export: one PEFT adapter (SFT + PPO) on the base, and the merged model = policy.
+    trainable = {**trainable, "lora": jax.tree.map(lambda x: x + 0.01, trainable["lora"])}
+    written = task.export(trainable, frozen, tmp_path / "export")
+    assert {p.name for p in written} >= {"base", "adapter", "merged", "value_head.safetensors"}
+    merged_cfg, merged = hf.load_llama(tmp_path / "export" / "merged")
+    np.testing.assert_allclose(Llama(merged_cfg).apply({"params": merged}, ids),
+                               task.policy(trainable, frozen, ids, jnp.ones_like(ids, bool))[0],
+                               atol=1e-4)

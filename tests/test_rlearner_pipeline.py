@@ -24,7 +24,8 @@ from aes_jax.models import lora as lora_lib
 from aes_jax.models.llama import Llama
 from aes_jax.train import loop
 from aes_jax.train.checkpoint import read_state_numpy
-from configs import rlearner_dpo, rlearner_sft, rlearner_verifier
+from aes_jax.train import rl_loop
+from configs import rlearner_dpo, rlearner_ppo, rlearner_sft, rlearner_verifier
 
 GREEDY = gen.SamplingConfig(max_new_tokens=12)
 
@@ -217,3 +218,27 @@ def test_nli_scorer_reads_the_entailment_label(tmp_path):
     tok.save_pretrained(tmp_path / "not_nli")
     with pytest.raises(ValueError, match="no single 'entailment' label"):
         NliScorer(tmp_path / "not_nli")
+
+
+def test_ppo_after_sft_is_rewarded_by_the_verifier_run(runs_dir, tmp_path):
+    """PPO on the SFT run with the verifier run as reward: iteration 1 starts at the SFT
+    model (KL ~ 0), and the loop's greedy held-out completions and their rewards are the
+    Explainer's (the PPO run's adapter after the SFT one, on one base) and its verifier's."""
+    c = rlearner_ppo.get_config("tiny")
+    c.ppo.sft_run, c.reward.verifier_run = str(runs_dir / "sft"), str(runs_dir / "verifier")
+    c.reward.untrained_verifier, c.reward.verifier_prompt_tokens = False, 0
+    c.total_steps, c.eval_every, c.async_checkpointing = 1, 1, False
+    workdir = tmp_path / "ppo"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(c.to_json())
+    task = tasks.build(c, workdir)
+    last = rl_loop.train_rl(task, c, workdir)
+    assert abs(last["kl"]) < 1e-3 and last["verifier_mean"] == pytest.approx(last["reward_mean"])
+    samples = [json.loads(x) for x in (workdir / "eval_samples.jsonl").read_text().splitlines()]
+    explainer = Explainer.from_runs({"ppo": workdir}, runs_dir / "verifier")
+    questions = task.questions["eval"]
+    got = explainer.explain(questions, "ppo", gen.SamplingConfig(max_new_tokens=8),
+                            jax.random.key(0), batch_size=4)
+    assert [e.text for e in got] == [s["completion"] for s in samples]
+    np.testing.assert_allclose(explainer.score(questions, [e.text for e in got]),
+                               [s["reward"] for s in samples], atol=1e-5)

@@ -28,12 +28,11 @@ from aes_jax.data.mcq import Mcq
 from aes_jax.eval import generate as gen
 from aes_jax.models import lora as lora_lib
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
-from aes_jax.tasks.run_adapters import Adapter, policy_adapter, run_trainable
+from aes_jax.tasks.run_adapters import (Adapter, check_same_base, policy_adapter,
+                                       run_trainable)
 from aes_jax.tasks.verifier_rating import VerifierRater
 
 GENERATOR_TASKS = ("explain_sft", "dpo", "ppo")
-# The spec fields two runs must share for their adapters to fit one base.
-SHARED_SPEC = ("model", "tiny_model", "dtype", "param_dtype", "scan_layers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,16 +81,8 @@ class Explainer:
             want = "explain_verifier" if name == "verifier" else GENERATOR_TASKS
             if config.task not in want:
                 raise ValueError(f"{named[name]}: a {config.task} run; expected {want}")
-            other = CausalLMSpec.from_config(config)
-            for field in SHARED_SPEC:
-                if getattr(other, field) != getattr(spec, field):
-                    raise ValueError(
-                        f"{named[name]} and {named[first_name]} differ in {field} "
-                        f"({getattr(other, field)!r} vs {getattr(spec, field)!r}): their "
-                        "adapters cannot share one base")
-            if spec.model == "tiny" and config.seed != first.seed:
-                raise ValueError(f"{named[name]}: a tiny random base of seed {config.seed}, "
-                                 f"{named[first_name]} has seed {first.seed}")
+            check_same_base(config, str(named[name]), spec, first.seed,
+                            str(named[first_name]))
         lm = CausalLM(spec)
         _, frozen = lm.init(jax.random.PRNGKey(first.seed))
         adapters = {name: policy_adapter(named[name], lm, step, configs[name])

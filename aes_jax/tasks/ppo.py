@@ -106,6 +106,18 @@ class PpoTask:
                              "reference is the base without the PPO adapter")
         self.workdir = Path(workdir)
         self.seed = int(config.seed)
+        # The runs it builds on must exist and share its base: fail before any training.
+        for flag, run, task in (("ppo.sft_run", o.sft_run, "explain_sft"),
+                                ("reward.verifier_run", o.verifier_run, "explain_verifier")):
+            if not run:
+                continue
+            if not (Path(run) / "config.json").is_file():
+                raise FileNotFoundError(f"config.{flag}={run}: no training run there (train "
+                                        f"a {task} run into it first, see README)")
+            theirs = run_adapters.read_run_config(run)
+            if theirs.task != task:
+                raise ValueError(f"config.{flag}={run}: a {theirs.task} run; expected {task}")
+            run_adapters.check_same_base(theirs, run, self.lm.spec, self.seed, "this PPO run")
         self.sampling = gen.SamplingConfig(
             max_new_tokens=o.max_new_tokens, temperature=o.temperature, top_k=o.top_k,
             top_p=o.top_p, repetition_penalty=o.repetition_penalty,
@@ -133,18 +145,23 @@ class PpoTask:
             evals = evals[:o.eval_questions]
         return {"train": train, "eval": evals}
 
-    def _prompt_records(self, split: str) -> list[dict[str, np.ndarray]]:
+    @functools.cached_property
+    def prompt_records(self) -> dict[str, list[dict[str, np.ndarray]]]:
+        """{split: [prompt_ids / prompt_mask (left-padded), question index]}; the index
+        counts the training questions first, then the held-out ones."""
         o, tok = self.options, self.lm.tokenizer
-        offset = 0 if split == "train" else len(self.questions["train"])
-        records = []
-        for i, q in enumerate(self.questions[split]):
-            ids = encode_prompt(ex.generator_prompt(q), tok, o.max_prompt_tokens,
-                                o.chat_template)[0]
-            padded, mask = gen.left_pad([ids.tolist()], int(tok.pad_id),
-                                        width=o.max_prompt_tokens)
-            records.append({"prompt_ids": padded[0], "prompt_mask": mask[0],
-                            "question": np.int32(offset + i)})
-        return records
+        out, offset = {}, 0
+        for split in ("train", "eval"):
+            out[split] = []
+            for i, q in enumerate(self.questions[split]):
+                ids = encode_prompt(ex.generator_prompt(q), tok, o.max_prompt_tokens,
+                                    o.chat_template)[0]
+                padded, mask = gen.left_pad([ids.tolist()], int(tok.pad_id),
+                                            width=o.max_prompt_tokens)
+                out[split].append({"prompt_ids": padded[0], "prompt_mask": mask[0],
+                                   "question": np.int32(offset + i)})
+            offset += len(self.questions[split])
+        return out
 
     def _question(self, index: int) -> Mcq:
         n_train = len(self.questions["train"])
@@ -153,13 +170,13 @@ class PpoTask:
 
     def prompt_iterator(self, global_batch_size: int, seed: int, process_index: int,
                         process_count: int):
-        return pipeline.train_iterator(self._prompt_records("train"),
+        return pipeline.train_iterator(self.prompt_records["train"],
                                        global_batch_size=global_batch_size, seed=seed,
                                        process_index=process_index,
                                        process_count=process_count)
 
     def eval_prompts(self, batch_size: int):
-        return pipeline.eval_batches(self._prompt_records("eval"), batch_size=batch_size)
+        return pipeline.eval_batches(self.prompt_records["eval"], batch_size=batch_size)
 
     # ------------------------------------------------------------------ model
     def init(self, rng: jax.Array) -> tuple[dict, dict]:
@@ -187,9 +204,6 @@ class PpoTask:
             head = siamese.init_regression_head(jax.random.fold_in(rng, 5), hidden, hidden // 2)
             return {"head": head}
         config = run_adapters.read_run_config(o.verifier_run)
-        if config.task != "explain_verifier":
-            raise ValueError(f"config.reward.verifier_run={o.verifier_run}: a {config.task} "
-                             "run; expected explain_verifier")
         trainable = run_adapters.run_trainable(o.verifier_run)
         self._verifier_cfg = lora_lib.LoraConfig(**dict(config.lora))
         self._verifier_tokens = int(o.verifier_prompt_tokens or config.data.max_prompt_tokens)

@@ -19,8 +19,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from aes_jax.models import lora as lora_lib
-from aes_jax.parts.causal_lm import CausalLM
+from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.train.checkpoint import read_state_numpy
+
+
+# The spec fields two runs must share for their adapters to fit one base.
+SHARED_SPEC = ("model", "tiny_model", "dtype", "param_dtype", "scan_layers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +41,21 @@ def read_run_config(run_dir: str | Path) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{run_dir}: no config.json; expected a training run "
                                 "directory written by launch.train")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def check_same_base(config: Any, where: str, spec: CausalLMSpec, seed: int, other: str
+                    ) -> None:
+    """ValueError unless the run of `config` (at `where`) trained on the base `spec` and
+    `seed` describe (`other` names that one): their adapters then share it."""
+    theirs = CausalLMSpec.from_config(config)
+    for field in SHARED_SPEC:
+        if getattr(theirs, field) != getattr(spec, field):
+            raise ValueError(f"{where} and {other} differ in {field} "
+                             f"({getattr(theirs, field)!r} vs {getattr(spec, field)!r}): "
+                             "their adapters cannot share one base")
+    if spec.model == "tiny" and int(config.seed) != int(seed):
+        raise ValueError(f"{where}: a tiny random base of seed {config.seed}, {other} has "
+                         f"seed {seed}")
 
 
 def run_trainable(run_dir: str | Path, step: str | int | None = None) -> dict:

@@ -223,8 +223,8 @@ def _run(task: RolloutTask, config: EngineConfig, rlc: RLConfig, workdir: Path, 
                 record.update(_evaluate(task, state, frozen, config.eval_batch_size, repl,
                                         workdir, iteration, rlc.eval_samples, is_main))
                 best_here, best = track_best(tracked, record, iteration, best)
-                write(console.eval_line(iteration, record, console.headline_keys(
-                    record, [k for k in headline]), best))
+                write(console.eval_line(iteration, record,
+                                        console.headline_keys(record, headline), best))
             writer.write(iteration, record)
             last = {"step": iteration, **record}
             if iteration % config.log_every == 0 or is_last:
@@ -252,8 +252,9 @@ def _run(task: RolloutTask, config: EngineConfig, rlc: RLConfig, workdir: Path, 
         bar.close()
         ckpt.close()
         writer.close()
+    keys = [k for k in (*headline, "kl") if k in last] + console.headline_keys(last, headline)
     for line in console.summary_lines(f"finished iteration {last.get('step')} in {workdir}:",
-                                      last, [k for k in (*headline, "kl") if k in last], best):
+                                      last, keys, best):
         say(line)
     return last
 
