@@ -31,7 +31,9 @@ REQUIRED = ("reward_mean", "reward_std", "kl", "policy_loss", "value_loss", "cli
 def test_killed_ppo_run_resumes_to_the_same_params(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     common = ["--config.total_steps=4", "--config.checkpoint_every=2", "--config.eval_every=4"]
-    run_train(straight, *common, config=CONFIG)
+    first = run_train(straight, *common, config=CONFIG)
+    assert "best checkpoint on eval_reward_mean (max)" in first.stdout
+    assert "model" in first.stdout and "critic" in first.stdout  # the task's header lines
     rows = read_metrics(straight)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for key in REQUIRED:
@@ -89,8 +91,11 @@ def test_grpo_and_the_lora_critic_train(tmp_path):
     assert {"lora", "critic_lora", "value_head"} <= set(state["trainable"])
     assert np.isfinite(last["value_loss"]) and last["value_loss"] > 0
     with pytest.raises(ValueError, match="needs a critic"):
-        bad = _tiny(tmp_path, "tiny", **{"ppo.critic": "none"})
-        rl_loop.train_rl(tasks.build(bad, tmp_path / "bad"), bad, tmp_path / "bad")
+        tasks.build(_tiny(tmp_path, "tiny", **{"ppo.critic": "none"}), tmp_path / "bad")
+    with pytest.raises(ValueError, match="do not split into config.rl.minibatches=3"):
+        tasks.build(_tiny(tmp_path, "tiny", **{"rl.minibatches": 3}), tmp_path / "bad")
+    with pytest.raises(FileNotFoundError, match="config.ppo.sft_run=nowhere: no training run"):
+        tasks.build(_tiny(tmp_path, "tiny", **{"ppo.sft_run": "nowhere"}), tmp_path / "bad")
     with pytest.raises(ValueError, match="group_size >= 2"):
         RLConfig.from_config(ml_collections.ConfigDict({"rl": {"advantage": "grpo"}}))
 

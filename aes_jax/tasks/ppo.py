@@ -35,6 +35,7 @@ from aes_jax.models.llama import Llama, init_lora, logical_axes
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.tasks import run_adapters
 from aes_jax.tasks.verifier_rating import VerifierRater
+from aes_jax.train.rl_config import RLConfig
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,11 @@ class PpoTask:
                              "reference is the base without the PPO adapter")
         self.workdir = Path(workdir)
         self.seed = int(config.seed)
+        rl = RLConfig.from_config(config)  # the loop's settings, checked before anything runs
+        rl.check_batch(int(config.global_batch_size), int(config.get("grad_accum_steps", 1)))
+        if rl.advantage == "gae" and o.critic == "none":
+            raise ValueError("config.rl.advantage=gae needs a critic (config.ppo.critic=head "
+                             "or lora); GRPO (config.rl.advantage=grpo) runs without one")
         # The runs it builds on must exist and share its base: fail before any training.
         for flag, run, task in (("ppo.sft_run", o.sft_run, "explain_sft"),
                                 ("reward.verifier_run", o.verifier_run, "explain_verifier")):

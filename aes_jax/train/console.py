@@ -45,6 +45,10 @@ def header_lines(*, task_name: str, described: Mapping[str, Any], trainable: int
     return [f"  {k.ljust(width)}  {v}" for k, v in rows]
 
 
+def best_checkpoint_line(tracked: tuple[str, str], keep: int) -> str:
+    return f"  best checkpoint on {tracked[0]} ({tracked[1]}), kept beside the last {keep}"
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"

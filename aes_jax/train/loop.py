@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -28,7 +28,7 @@ from aes_jax.train.optim import make_optimizer
 from aes_jax.train.state import TrainState
 from aes_jax.train.step import make_train_step, stateless
 from aes_jax.train.interrupt import StopRequests, TrainingInterrupted
-from aes_jax.train.task import ReportingTask, StatefulTask, Task
+from aes_jax.train.task import Reporting, StatefulTask, Task
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,39 @@ def state_shardings(state: TrainState, trainable_sh: Any, optimizer, mesh) -> Tr
     task_sh = jax.tree.map(lambda _: sharding.batch_sharding(mesh), state.task_state)
     return TrainState(step=repl, trainable=trainable_sh, opt_state=opt_sh, rng=repl,
                       ema=trainable_sh if state.ema is not None else None, task_state=task_sh)
+
+
+class Placed(NamedTuple):
+    state: TrainState
+    frozen: Any
+    state_shapes: TrainState  # ShapeDtypeStructs, for restoring a checkpoint onto
+    state_sh: TrainState
+    frozen_sh: Any
+    n_trainable: int
+    n_total: int
+
+
+def initial_state(task: Any, config: EngineConfig, optimizer, mesh, rules,
+                  init_task_state: Callable[[], Any] | None = None) -> Placed:
+    """The task's params on the mesh and the fresh TrainState (both loops start here)."""
+    with nn.logical_axis_rules(()):  # init runs dummy shapes that the batch axes don't divide
+        trainable, frozen = task.init(jax.random.PRNGKey(config.seed))
+        trainable_axes, frozen_axes = task.logical_axes()
+    n_trainable = console.count_params(trainable)
+    n_total = n_trainable + console.count_params(frozen)
+    trainable_sh = sharding.tree_shardings(trainable_axes, trainable, mesh, rules)
+    frozen_sh = sharding.tree_shardings(frozen_axes, frozen, mesh, rules)
+    trainable = jax.device_put(trainable, trainable_sh)
+    frozen = jax.device_put(frozen, frozen_sh)
+
+    def create_state(t):
+        return TrainState.create(t, optimizer, config.seed + 1, use_ema=config.ema_decay > 0,
+                                 task_state=init_task_state() if init_task_state else None)
+
+    state_shapes = jax.eval_shape(create_state, trainable)
+    state_sh = state_shardings(state_shapes, trainable_sh, optimizer, mesh)
+    state = jax.jit(create_state, out_shardings=state_sh)(trainable)
+    return Placed(state, frozen, state_shapes, state_sh, frozen_sh, n_trainable, n_total)
 
 
 def _first_nonfinite(pending: list[tuple[int, dict]]) -> int | None:
@@ -84,7 +117,7 @@ def best_metric_of(task: Task, config: EngineConfig) -> tuple[str, str] | None:
     """(key, "max"/"min") the best checkpoint is kept on, or None (config.best_metric)."""
     if config.best_metric == "none":
         return None
-    default = task.best_metric() if isinstance(task, ReportingTask) else None
+    default = task.best_metric() if isinstance(task, Reporting) else None
     name = config.best_metric or (default[0] if default else "")
     if not name:
         return None
@@ -112,7 +145,7 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
     stateful = isinstance(task, StatefulTask)
-    reporting = isinstance(task, ReportingTask)
+    reporting = isinstance(task, Reporting)
     tracked = best_metric_of(task, config)
     ckpt = Checkpointer(workdir, keep=config.keep_checkpoints,
                         async_save=config.async_checkpointing, track_best=tracked is not None)
@@ -133,25 +166,12 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
         return last
 
     optimizer, schedule = make_optimizer(dict(config.optimizer), config.total_steps)
-    with nn.logical_axis_rules(()):  # init runs dummy shapes that the batch axes don't divide
-        trainable, frozen = task.init(jax.random.PRNGKey(config.seed))
-        trainable_axes, frozen_axes = task.logical_axes()
-    n_trainable = console.count_params(trainable)
-    n_total = n_trainable + console.count_params(frozen)
-    trainable_sh = sharding.tree_shardings(trainable_axes, trainable, mesh, rules)
-    frozen_sh = sharding.tree_shardings(frozen_axes, frozen, mesh, rules)
-    trainable = jax.device_put(trainable, trainable_sh)
-    frozen = jax.device_put(frozen, frozen_sh)
-
-    def create_state(t):
-        task_state = task.init_task_state(config.global_batch_size) if stateful else None
-        return TrainState.create(t, optimizer, config.seed + 1, use_ema=config.ema_decay > 0,
-                                 task_state=task_state)
-
-    state_shapes = jax.eval_shape(create_state, trainable)
-    state_sh = state_shardings(state_shapes, trainable_sh, optimizer, mesh)
-    state = jax.jit(create_state, out_shardings=state_sh)(trainable)
-    del trainable
+    init_task_state = ((lambda: task.init_task_state(config.global_batch_size)) if stateful
+                       else None)
+    placed = initial_state(task, config, optimizer, mesh, rules, init_task_state)
+    state, frozen = placed.state, placed.frozen
+    state_shapes, state_sh, frozen_sh = placed.state_shapes, placed.state_sh, placed.frozen_sh
+    n_trainable, n_total = placed.n_trainable, placed.n_total
 
     iterator = task.train_iterator(config.global_batch_size, config.seed, jax.process_index(),
                                    jax.process_count())
@@ -163,8 +183,7 @@ def _run(task: Task, config: EngineConfig, workdir: Path, mesh, rules, stop: Sto
             start=start)]:
         say(line)
     if tracked:
-        say(f"  best checkpoint on {tracked[0]} ({tracked[1]}), kept beside the last "
-            f"{config.keep_checkpoints}")
+        say(console.best_checkpoint_line(tracked, config.keep_checkpoints))
     if start:
         state, data_state = ckpt.restore(start, abstract_like(state_shapes, state_sh))
         iterator.set_state(data_state)

@@ -33,15 +33,15 @@ from aes_jax.train import console, sharding
 from aes_jax.train.checkpoint import Checkpointer, abstract_like
 from aes_jax.train.engine_config import EngineConfig
 from aes_jax.train.interrupt import StopRequests, TrainingInterrupted
-from aes_jax.train.loop import (NonFiniteLossError, best_metric_of, read_last_record,
-                                state_shardings, track_best)
+from aes_jax.train.loop import (NonFiniteLossError, best_metric_of, initial_state,
+                                read_last_record, track_best)
 from aes_jax.train.metrics_writer import MetricWriter, peak_flops, truncate_after
 from aes_jax.train.optim import make_optimizer
 from aes_jax.train.ppo_objective import make_experience_fn, make_policy_loss
 from aes_jax.train.rl_config import RLConfig
 from aes_jax.train.state import TrainState
 from aes_jax.train.step import make_train_step, stateless
-from aes_jax.train.task import ReportingTask, RolloutTask
+from aes_jax.train.task import Reporting, RolloutTask
 
 HEADLINE = ("reward_mean",)
 
@@ -76,7 +76,7 @@ def _run(task: RolloutTask, config: EngineConfig, rlc: RLConfig, workdir: Path, 
          stop: StopRequests) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     say = print if is_main else (lambda *a, **k: None)
-    reporting = isinstance(task, ReportingTask)
+    reporting = isinstance(task, Reporting)
     if rlc.advantage == "gae" and not task.has_critic():
         raise ValueError("config.rl.advantage=gae needs a critic: give the task a value head "
                          "(or use config.rl.advantage=grpo)")
@@ -98,23 +98,9 @@ def _run(task: RolloutTask, config: EngineConfig, rlc: RLConfig, workdir: Path, 
 
     total_updates = config.total_steps * rlc.updates_per_iteration
     optimizer, schedule = make_optimizer(dict(config.optimizer), total_updates)
-    with nn.logical_axis_rules(()):
-        trainable, frozen = task.init(jax.random.PRNGKey(config.seed))
-        trainable_axes, frozen_axes = task.logical_axes()
-    n_trainable = console.count_params(trainable)
-    n_total = n_trainable + console.count_params(frozen)
-    trainable_sh = sharding.tree_shardings(trainable_axes, trainable, mesh, rules)
-    frozen_sh = sharding.tree_shardings(frozen_axes, frozen, mesh, rules)
-    trainable = jax.device_put(trainable, trainable_sh)
-    frozen = jax.device_put(frozen, frozen_sh)
-
-    def create_state(t):
-        return TrainState.create(t, optimizer, config.seed + 1, use_ema=config.ema_decay > 0)
-
-    state_shapes = jax.eval_shape(create_state, trainable)
-    state_sh = state_shardings(state_shapes, trainable_sh, optimizer, mesh)
-    state = jax.jit(create_state, out_shardings=state_sh)(trainable)
-    del trainable
+    placed = initial_state(task, config, optimizer, mesh, rules)
+    state, frozen, state_sh, frozen_sh = (placed.state, placed.frozen, placed.state_sh,
+                                          placed.frozen_sh)
 
     n_prompts = config.global_batch_size // rlc.group_size
     prompts = task.prompt_iterator(n_prompts, config.seed, jax.process_index(),
@@ -123,16 +109,18 @@ def _run(task: RolloutTask, config: EngineConfig, rlc: RLConfig, workdir: Path, 
     kl_coef = rlc.kl_coef
     described = task.describe() if reporting else {}
     for line in [f"training {workdir} (online RL, {rlc.advantage}):", *console.header_lines(
-            task_name=type(task).__name__, described=described, trainable=n_trainable,
-            total=n_total, engine=config, mesh_shape=dict(mesh.shape),
+            task_name=type(task).__name__, described=described, trainable=placed.n_trainable,
+            total=placed.n_total, engine=config, mesh_shape=dict(mesh.shape),
             devices=jax.device_count(), processes=jax.process_count(), workdir=str(workdir),
             start=start),
             f"  rl: {n_prompts} prompts x {rlc.group_size} completions per iteration, "
             f"{rlc.epochs} epochs x {rlc.minibatches} minibatches = "
             f"{rlc.updates_per_iteration} updates, kl_coef {rlc.kl_coef} ({rlc.kl_estimator})"]:
         say(line)
+    if tracked:
+        say(console.best_checkpoint_line(tracked, config.keep_checkpoints))
     if start:
-        state, data_state = ckpt.restore(start, abstract_like(state_shapes, state_sh))
+        state, data_state = ckpt.restore(start, abstract_like(placed.state_shapes, state_sh))
         prompts.set_state(data_state["prompts"])
         rollout_key = np.asarray(data_state["rollout_key"], np.uint32)
         kl_coef = float(data_state["kl_coef"])

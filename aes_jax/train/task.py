@@ -72,9 +72,10 @@ class StatefulTask(Task, Protocol):
 
 
 @runtime_checkable
-class ReportingTask(Task, Protocol):
-    """A task that tells the console and the best-checkpoint keeper what matters. Tasks
-    without it get a generic header, the first eval metrics and no default best metric."""
+class Reporting(Protocol):
+    """A task (of either loop) that tells the console and the best-checkpoint keeper what
+    matters. Tasks without it get a generic header, the first eval metrics and no default
+    best metric."""
 
     def describe(self) -> dict[str, Any]:
         """Header lines before step 1, name -> value (model, dataset sizes, ...)."""
@@ -85,6 +86,11 @@ class ReportingTask(Task, Protocol):
     def best_metric(self) -> tuple[str, str]:
         """(logged key, e.g. "eval_mean_qwk"; "max" or "min"): the default dev metric the
         best checkpoint is chosen on (`config.best_metric` overrides it)."""
+
+
+@runtime_checkable
+class ReportingTask(Task, Reporting, Protocol):
+    """A supervised `Task` with `Reporting`."""
 
 
 @runtime_checkable
