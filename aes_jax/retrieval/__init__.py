@@ -1,0 +1,1 @@
+"""Passage retrieval for StepER: `Retriever.search(query, k) -> [(passage_index, score)]`."""
