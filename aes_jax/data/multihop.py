@@ -118,7 +118,8 @@ def _hotpot_like(record: dict, where: str) -> MultihopExample:
                 or not all(isinstance(s, str) for s in item[1])):
             raise _Bad("bad context", f"context[{j}] must be [title, [sentences]]")
         passages.append(Passage(item[0], "".join(item[1]).strip(), item[0] in gold_titles))
-    extra = {k: record[k] for k in ("type", "level", "evidences") if k in record}
+    # "hops": the demo corpus's hop chain (what its oracle teacher writes).
+    extra = {k: record[k] for k in ("type", "level", "evidences", "hops") if k in record}
     return MultihopExample(qid, _text(record, "question"), _text(record, "answer"),
                            tuple(passages), where, extra)
 
