@@ -11,8 +11,7 @@ import pytest
 from aes_jax.data import stepwise as sw
 from aes_jax.data.multihop_demo import WorldSize, demo_examples
 from aes_jax.data.read_report import DataFormatError
-from aes_jax.eval import stepwise_builder
-from aes_jax.eval.stepwise_builder import BuildOptions, build_stepwise
+from aes_jax.data.stepwise_dataset import BuildOptions, build_stepwise
 from aes_jax.eval.stepwise_inference import StepwiseAnswerer
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.retrieval.bm25 import BM25
@@ -90,7 +89,7 @@ def test_the_loop_drops_finished_questions_and_requeries(world):
     assert none.steps[0].passages == ()
 
 
-def test_teacher_traces_are_kept_only_when_the_answer_is_right(tmp_path, monkeypatch):
+def test_teacher_traces_are_kept_only_when_the_answer_is_right(tmp_path):
     class Teacher:
         def answer(self, questions):
             from aes_jax.eval.stepwise_inference import Trace
@@ -103,8 +102,8 @@ def test_teacher_traces_are_kept_only_when_the_answer_is_right(tmp_path, monkeyp
         {"_id": f"q{i}", "question": f"Q{i}?", "answer": "Paris",
          "context": [["Paris", ["Paris is in France."]], ["Rome", ["Rome is in Italy."]]],
          "supporting_facts": [["Paris", 0]]} for i in range(2)]))
-    monkeypatch.setattr(stepwise_builder, "_teacher_answerer", lambda options, index: Teacher())
-    manifest = build_stepwise([corpus], tmp_path / "out", BuildOptions(teacher="/teacher"))
+    manifest = build_stepwise([corpus], tmp_path / "out", BuildOptions(teacher="/teacher"),
+                              teacher=lambda options, index: Teacher())
     split = manifest["splits"]["hotpot"]
     assert (split["records"], split["dropped"], manifest["passages"]) == (
         1, {"wrong_answer": 1}, 2)

@@ -1,73 +1,20 @@
-"""StepER's training data: multi-hop questions -> stepwise records (`data.stepwise`), by
-an oracle (the demo corpus's known hop chains) or by an LLM teacher prompted step by step
-(`eval.stepwise_inference`, greedy), keeping a teacher's trace only when its final answer
-matches the gold one under the official HotpotQA normalisation; drops are counted.
-
-The passage store is the given passages file ({"title", "text"} JSONL, the demo corpus's
-passages.jsonl) or the union of the input files' contexts (deduplicated by title), saved
-with its BM25 index as OUT/bm25/. Every output records its teacher in OUT/manifest.json.
-"""
+"""StepER's LLM teacher for `data.stepwise_dataset.build_stepwise`: a local LLaMA (HF dir
+or .gguf) prompted step by step with BM25 passages (`eval.stepwise_inference`, greedy)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm import tqdm
+import jax
 
-from aes_jax.data import stepwise as sw
-from aes_jax.data.multihop import MultihopExample, read_multihop
-from aes_jax.data.multihop_demo import LABEL, write_demo_corpus
-from aes_jax.data.read_report import DataFormatError
-from aes_jax.eval.qa import exact_match
+from aes_jax.data.stepwise_dataset import BuildOptions
+from aes_jax.data.stepwise_dataset import build_stepwise as _build
 from aes_jax.eval.stepwise_inference import StepwiseAnswerer
+from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.retrieval.bm25 import BM25
 
 
-@dataclasses.dataclass(frozen=True)
-class BuildOptions:
-    teacher: str = "oracle"  # "oracle" or a local LLaMA dir / .gguf
-    k: int = 4
-    max_steps: int = 5
-    max_new_tokens: int = 48
-    max_prompt_tokens: int = 768
-    batch_size: int = 8
-    limit: int = 0  # questions per input file (0 = all)
-    strict: bool = False
-
-
-def read_passages(path: str | Path) -> dict[str, str]:
-    """title -> text from a {"title", "text"} JSONL file (errors name file:line)."""
-    path = Path(path)
-    out: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{path}:{number}: not valid JSON ({e.msg})") from e
-        if not isinstance(obj, dict) or not all(isinstance(obj.get(k), str)
-                                                for k in ("title", "text")):
-            raise DataFormatError(f"{path}:{number}: expected {{\"title\": str, \"text\": str}}")
-        out.setdefault(obj["title"], obj["text"])
-    return out
-
-
-def passages_from_contexts(examples: Sequence[MultihopExample]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for e in examples:
-        for p in e.passages:
-            out.setdefault(p.title, p.text)
-    return out
-
-
-def _teacher_answerer(options: BuildOptions, index: BM25) -> StepwiseAnswerer:
-    from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
-    import jax
-
+def llm_teacher(options: BuildOptions, index: BM25) -> StepwiseAnswerer:
     lm = CausalLM(CausalLMSpec(model=options.teacher, use_lora=False))
     trainable, _ = lm.init(jax.random.PRNGKey(0))
     return StepwiseAnswerer(lm.base_cfg, trainable["params"], lm.tokenizer, index,
@@ -77,55 +24,7 @@ def _teacher_answerer(options: BuildOptions, index: BM25) -> StepwiseAnswerer:
                             batch_size=options.batch_size)
 
 
-def build_stepwise(inputs: Sequence[str | Path], out_dir: str | Path, options: BuildOptions,
-                   passages_file: str | Path | None = None) -> dict[str, Any]:
-    """Writes OUT/<input stem>.jsonl per input file, OUT/bm25/ and OUT/manifest.json
-    (returned). No inputs: the demo corpus is written to OUT/corpus/ and used."""
-    out = Path(out_dir)
-    corpus = None
-    if not inputs:
-        corpus = write_demo_corpus(out / "corpus")
-        inputs = [out / "corpus" / f"{s}.json" for s in ("train", "dev", "test")]
-        passages_file = out / "corpus" / "passages.jsonl"
-    reads = {Path(p).stem: read_multihop(p, strict=options.strict, limit=options.limit)
-             for p in inputs}
-    store = (read_passages(passages_file) if passages_file else
-             passages_from_contexts([e for r in reads.values() for e in r.examples]))
-    titles = list(store)
-    index = BM25([sw.passage_text(t, x) for t, x in store.items()])
-    index.save(out / "bm25")
-    answerer = None if options.teacher == "oracle" else _teacher_answerer(options, index)
-    splits = {}
-    for name, read in reads.items():
-        counts = sw.OracleCounts()
-        records = []
-        if answerer is None:
-            for e in tqdm(read.examples, desc=f"oracle traces: {name}", unit="question"):
-                record = sw.oracle_record(e, index, titles, options.k, counts)
-                if record is not None:
-                    records.append(record)
-            dropped = {"hop_not_retrieved": counts.hop_not_retrieved, "no_hops": counts.no_hops}
-        else:
-            wrong = 0
-            for start in tqdm(range(0, len(read.examples), options.batch_size),
-                              desc=f"teacher traces: {name}", unit="batch"):
-                chunk = read.examples[start:start + options.batch_size]
-                for e, t in zip(chunk, answerer.answer([e.question for e in chunk])):
-                    if exact_match(t.answer, e.answer):
-                        records.append(sw.StepwiseRecord(e.id, e.question, e.answer,
-                                                         tuple(t.steps), options.teacher))
-                    else:
-                        wrong += 1
-            dropped = {"wrong_answer": wrong}
-        sw.write_records(out / f"{name}.jsonl", records)
-        splits[name] = {"questions": len(read.examples), "records": len(records),
-                        "dropped": dropped, "read": read.line(),
-                        "skip_examples": read.skip_examples,
-                        "steps": {kind: sum(s.type == kind for r in records for s in r.steps)
-                                  for kind in sw.STEP_TYPES}}
-    manifest = {"teacher": options.teacher, "options": dataclasses.asdict(options),
-                "inputs": [str(p) for p in inputs], "corpus": LABEL if corpus else "",
-                "passages": len(store), "passages_file": str(passages_file or ""),
-                "splits": splits}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+def build_stepwise(inputs: Sequence[Any], out_dir: Any, options: BuildOptions,
+                   passages_file: Any = None) -> dict[str, Any]:
+    """`data.stepwise_dataset.build_stepwise` with the LLM teacher for a non-oracle run."""
+    return _build(inputs, out_dir, options, passages_file, teacher=llm_teacher)

@@ -20,6 +20,7 @@ REGISTRY = {
     "explain_sft": "aes_jax.tasks.explain_sft:ExplainSftTask",
     "explain_verifier": "aes_jax.tasks.explain_verifier:ExplainVerifierTask",
     "ppo": "aes_jax.tasks.ppo:PpoTask",
+    "steper": "aes_jax.tasks.steper:SteperTask",
 }
 
 
