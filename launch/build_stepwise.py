@@ -31,6 +31,8 @@ MAX_STEPS = flags.DEFINE_integer("max_steps", 5, "Teacher: steps in all (init, e
 MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 48, "Teacher: tokens per step.")
 BATCH = flags.DEFINE_integer("batch_size", 8, "Teacher: questions per generation batch.")
 LIMIT = flags.DEFINE_integer("limit", 0, "Questions per input file (0 = all).")
+SINGLE_STEP = flags.DEFINE_bool("single_step", False, "Vanilla KD records: one retrieval "
+                                 "for the question, then the gold answer (oracle).")
 STRICT = flags.DEFINE_bool("strict", False, "Raise on the first bad record instead of "
                            "skipping and counting it.")
 OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output directory.", required=True)
@@ -42,7 +44,8 @@ def main(argv):
 
     options = BuildOptions(teacher=TEACHER.value, k=K.value, max_steps=MAX_STEPS.value,
                            max_new_tokens=MAX_NEW_TOKENS.value, batch_size=BATCH.value,
-                           limit=LIMIT.value, strict=STRICT.value)
+                           limit=LIMIT.value, strict=STRICT.value,
+                           single_step=SINGLE_STEP.value)
     manifest = build_stepwise(INPUT.value, OUTPUT_DIR.value, options, PASSAGES.value or None)
     for name, split in manifest["splits"].items():
         print(f"{name}: {split['records']} records from {split['questions']} questions "

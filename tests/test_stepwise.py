@@ -42,6 +42,10 @@ def test_oracle_traces_follow_the_hop_chain(world, tmp_path):
         assert r.steps[-1].output == f"So the answer is: {r.answer}"
         assert r.steps[1].input == sw.step_prompt("exp", r.question, [hops[0][1]],
                                                   [index.passages[i] for i in r.steps[1].passages])
+    single = sw.single_step_record(examples[0], index, 4)
+    assert [s.type for s in single.steps] == ["agg"]
+    assert single.steps[0].output == f"So the answer is: {examples[0].answer}"
+    assert single.steps[0].passages == tuple(i for i, _ in index.search(examples[0].question, 4))
     path = sw.write_records(tmp_path / "train.jsonl", records)
     assert sw.read_records(path) == records
     path.write_text(path.read_text().splitlines()[0] + "\n" + json.dumps(

@@ -123,6 +123,17 @@ def oracle_record(example: MultihopExample, retriever: Retriever, titles: Sequen
     return StepwiseRecord(example.id, example.question, example.answer, tuple(steps), "oracle")
 
 
+def single_step_record(example: MultihopExample, retriever: Retriever, k: int,
+                       teacher: str = "oracle") -> StepwiseRecord:
+    """Vanilla KD's record: one retrieval for the question, then the answer directly (one
+    aggregation step, no reasoning)."""
+    found = [i for i, _ in retriever.search(example.question, k)]
+    step = Step("agg", step_prompt("agg", example.question, [],
+                                   [retriever.passages[i] for i in found]),
+                answer_output(example.answer), tuple(found))
+    return StepwiseRecord(example.id, example.question, example.answer, (step,), teacher)
+
+
 def write_records(path: str | Path, records: Iterable[StepwiseRecord]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

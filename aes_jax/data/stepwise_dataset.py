@@ -39,6 +39,8 @@ class BuildOptions:
     batch_size: int = 8
     limit: int = 0  # questions per input file (0 = all)
     strict: bool = False
+    # Vanilla KD: one retrieval and the answer (oracle: the gold answer for every question).
+    single_step: bool = False
 
 
 def read_passages(path: str | Path) -> dict[str, str]:
@@ -96,7 +98,12 @@ def build_stepwise(inputs: Sequence[str | Path], out_dir: str | Path, options: B
     for name, read in reads.items():
         counts = sw.OracleCounts()
         records = []
-        if answerer is None:
+        if options.single_step:
+            if answerer is not None:
+                raise ValueError("single_step records come from the oracle (gold answers)")
+            records = [sw.single_step_record(e, index, options.k) for e in read.examples]
+            dropped = {}
+        elif answerer is None:
             for e in tqdm(read.examples, desc=f"oracle traces: {name}", unit="question"):
                 record = sw.oracle_record(e, index, titles, options.k, counts)
                 if record is not None:
