@@ -25,6 +25,8 @@ QUESTIONS = flags.DEFINE_string("questions", "", "HotpotQA / 2Wiki JSON or MuSiQ
 OUTPUT = flags.DEFINE_string("output", None, "ANSWERS.jsonl path.", required=True)
 MODES = flags.DEFINE_list("modes", ["stepwise", "single", "none"], "stepwise | single "
                           "(one retrieval, vanilla KD) | none (no retrieval).")
+RETRIEVER = flags.DEFINE_enum("retriever", "bm25", ["bm25", "dense"], "bm25 (the records' "
+                              "index) or dense (MiniLM over the same passages).")
 K = flags.DEFINE_integer("k", 0, "Passages per step (0 = the run's data.k).")
 MAX_STEPS = flags.DEFINE_integer("max_steps", 5, "Steps in all (init, expansions, aggregation).")
 BATCH = flags.DEFINE_integer("batch_size", 8, "Questions per generation batch.")
@@ -40,7 +42,7 @@ def main(argv):
         cli.fail("no questions to answer")
     answerer = sa.answerer_for(RUN.value, cli.chosen_step(RUN.value, STEP.value),
                                k=K.value or None, max_steps=MAX_STEPS.value,
-                               batch_size=BATCH.value)
+                               batch_size=BATCH.value, retriever=RETRIEVER.value)
     metrics, traces = sa.evaluate(answerer, examples, MODES.value)
     for line in sa.table_lines(metrics):
         print(line)

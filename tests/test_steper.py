@@ -80,3 +80,5 @@ def test_tiny_run_logs_each_step_type(tmp_path):
     assert len(lines) == 9 and json.loads(lines[0])["mode"] == "stepwise"
     assert json.loads(written[1].read_text())["none"]["n"] == 3 and written[2].stat().st_size
     assert sa.table_lines(metrics)[0].split()[:4] == ["mode", "EM", "F1", "Acc"]
+    dense = sa.answerer_for(workdir, max_steps=2, batch_size=4, retriever="dense")
+    assert dense.answer([examples[0].question], "single")[0].steps[0].passages

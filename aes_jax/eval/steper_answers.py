@@ -17,6 +17,7 @@ from aes_jax.eval import qa
 from aes_jax.eval.stepwise_inference import MODES, StepwiseAnswerer, Trace
 from aes_jax.eval.tables import aligned
 from aes_jax.retrieval.bm25 import BM25
+from aes_jax.retrieval.dense import DenseRetriever
 
 
 def questions_for(run_dir: str | Path, split: str, questions_file: str = "",
@@ -36,14 +37,23 @@ def questions_for(run_dir: str | Path, split: str, questions_file: str = "",
                             "--questions=FILE")
 
 
+RETRIEVERS = ("bm25", "dense")
+
+
 def answerer_for(run_dir: str | Path, step: Any = None, *, k: int | None = None,
-                 max_steps: int = 5, batch_size: int = 8, max_new_tokens: int = 48
-                 ) -> StepwiseAnswerer:
+                 max_steps: int = 5, batch_size: int = 8, max_new_tokens: int = 48,
+                 retriever: str = "bm25") -> StepwiseAnswerer:
+    """The run's merged weights over its records' passage store: BM25 (the index the
+    records were built with) or dense (MiniLM over the same passages)."""
+    if retriever not in RETRIEVERS:
+        raise ValueError(f"retriever={retriever!r}: expected bm25 or dense")
     config, task = runs.load_run(run_dir)
     _, trainable, frozen = runs.restore_params(run_dir, config, task, step)
     cfg, params = task.lm.inference_params(task.model_part(trainable), frozen)
     records = task.records_dir
     index = BM25.load(records / "bm25")
+    if retriever == "dense":
+        index = DenseRetriever.minilm(index.passages)
     return StepwiseAnswerer(cfg, params, task.lm.tokenizer, index,
                             k=k or int(config.data.k), max_steps=max_steps,
                             max_new_tokens=max_new_tokens,

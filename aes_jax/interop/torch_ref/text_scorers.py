@@ -79,3 +79,34 @@ class NliScorer:
         """Entailment of each correct option (as 'The correct answer is: ...') by its
         explanation: the `NliScorer` protocol of `eval.preference_builder`."""
         return self.entailment(explanations, [f"The correct answer is: {a}" for a in answers])
+
+
+class MeanPooledEncoder:
+    """Sentence embeddings: a local HF encoder's last hidden states mean-pooled over the
+    attention mask, L2-normalised (all-MiniLM-L6-v2's sentence-transformers recipe)."""
+
+    def __init__(self, model_dir: str | os.PathLike, batch_size: int = 64,
+                 max_length: int = 256, device: str = "cpu"):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_dir = str(model_dir)
+        self._tok = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        self._model = AutoModel.from_pretrained(self.model_dir, local_files_only=True,
+                                                use_safetensors=True).to(device).eval()
+        self.batch_size, self.max_length, self.device = batch_size, max_length, device
+        self._torch = torch
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """[N, hidden] float32, unit rows."""
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self._tok(list(texts[start:start + self.batch_size]), truncation=True,
+                            max_length=self.max_length, padding=True,
+                            return_tensors="pt").to(self.device)
+            with self._torch.no_grad():
+                hidden = self._model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(self._torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+        return (np.concatenate(out) if out else np.zeros((0, 0))).astype(np.float32)
