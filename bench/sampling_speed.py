@@ -40,6 +40,12 @@ tokenizer's chat template and generation prompt, essays truncated so a prompt is
 tokenizer is used and ids are folded into its vocabulary (id mod vocab), which keeps
 the real prompt lengths and padding but not the text.
 
+Before timing, both sides compute the next-token logits after every (left-padded)
+prompt, the distribution the first sample of each essay is drawn from (JAX: positions
+counted over real tokens, as generate does; transformers: position_ids = cumsum(mask) - 1,
+as its generate does); they must agree within `--logit_atol` (default 1e-2 for float32,
+1.0 for bfloat16, as llama_forward), and their difference is reported as `parity`.
+
 Each side runs one untimed warm-up call (for JAX it is the call that compiles; its time
 is reported, and compile ~= warm-up - median timed run), then `--repeats` timed calls,
 synchronised with block_until_ready / torch.cuda.synchronize. samples/s = essays x m x
@@ -75,16 +81,17 @@ from absl import app, flags  # noqa: E402
 # --model, --dtype, --device, --seed, --scan_layers and --out are llama_forward's own flag
 # objects (absl registers them when that module is imported; redefining them would clash).
 from bench import llama_forward as lf  # noqa: E402
-from bench.llama_forward import (DEVICE, DTYPE, MODEL, OUT, SEED, Timing, fmt_bytes,  # noqa: E402
-                                 jax_peak_memory, load_average, log, time_steps, torch_sync,
-                                 write_json)
+from bench.llama_forward import (DEVICE, DTYPE, LOGIT_ATOL, MODEL, OUT, SEED, Timing,  # noqa: E402
+                                 fmt_bytes, jax_peak_bytes, load_average, log, time_steps,
+                                 torch_sync, write_json)
 from aes_jax.eval.generate import SamplingConfig, generate, left_pad  # noqa: E402
 from aes_jax.interop import assets, hf  # noqa: E402
 from aes_jax.interop.torch_ref import llama as torch_llama  # noqa: E402
+from aes_jax.models.llama import Llama  # noqa: E402
 
 flags.set_default(OUT, "bench/results/sampling_speed.json")
 flags.set_default(DEVICE, "auto")
-for _name in ("model", "dtype", "device", "seed", "scan_layers", "out"):
+for _name in ("model", "dtype", "device", "seed", "scan_layers", "logit_atol", "out"):
     flags.declare_key_flag(_name)  # list the shared flags in this module's --help
 ESSAYS = flags.DEFINE_integer("essays", 8, "Essays (prompts) per call.")
 SAMPLES = flags.DEFINE_integer("samples", 16, "Samples per essay (m of self-consistency).")
@@ -172,6 +179,35 @@ def make_prompts(tokenizer, vocab_size: int, seed: int) -> tuple[list[list[int]]
     return [rng.integers(low, vocab_size, length).tolist() for _ in range(n)], source
 
 
+# ----------------------------------------------------------------------------- parity
+
+
+def check_prompt_logits(cfg, params, model, ids: np.ndarray, mask: np.ndarray,
+                        device: torch.device, atol: float) -> dict[str, float]:
+    """Both sides' next-token logits after each prompt (where every sample starts); asserts
+    they agree, so the two samplers draw from the same distributions."""
+    log("parity: next-token logits after each prompt")
+    jax_logits = jax.jit(lambda p, x, m: Llama(cfg).apply(
+        {"params": p}, x, attention_mask=m, last_logits_only=True))(
+            params, jnp.asarray(ids), jnp.asarray(mask))
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    with torch.inference_mode():
+        out = model(input_ids=torch.as_tensor(ids, dtype=torch.long, device=device),
+                    attention_mask=torch.as_tensor(mask.astype(np.int64), device=device),
+                    position_ids=torch.as_tensor(positions, device=device), logits_to_keep=1,
+                    use_cache=False)
+    report = torch_llama.compare_logits(out.logits[:, -1].float().cpu().numpy(),
+                                        np.asarray(jax_logits[:, -1], np.float32))
+    log(f"parity: max |logit diff| {report['max_abs_diff']:.3g}, top-1 agreement "
+        f"{report['top1_agreement']:.4f}, mean KL {report['mean_kl']:.3g}")
+    if not report["max_abs_diff"] <= atol:
+        raise AssertionError(f"JAX and torch next-token logits differ by "
+                             f"{report['max_abs_diff']:.3g} > --logit_atol={atol}: "
+                             "not the same model")
+    report["logit_atol"] = atol
+    return report
+
+
 # ----------------------------------------------------------------------------- the two sides
 
 
@@ -201,7 +237,8 @@ def bench_jax(cfg, params, ids: np.ndarray, mask: np.ndarray, m: int,
     warmup_s = time.perf_counter() - t
     log(f"jax: warm-up {warmup_s:.2f}s")
     timing = time_steps("jax", step, jax.block_until_ready, 0, REPEATS.value, rows * n_new)
-    timing.peak_mem = jax_peak_memory()
+    timing.peak_bytes = jax_peak_bytes()
+    timing.peak_mem = fmt_bytes(timing.peak_bytes)
     timing.compile_s = max(0.0, warmup_s - statistics.median(timing.step_s))
     tokens = np.asarray(last[0].tokens)
     lengths = np.asarray(last[0].lengths)
@@ -247,7 +284,8 @@ def bench_torch(model, ids: np.ndarray, mask: np.ndarray, m: int, pad: int, eos:
     log(f"torch: warm-up {warmup_s:.2f}s")
     timing = time_steps("torch", step, sync, 0, REPEATS.value, rows * n_new)
     if device.type == "cuda":
-        timing.peak_mem = fmt_bytes(torch.cuda.max_memory_allocated(device))
+        timing.peak_bytes = torch.cuda.max_memory_allocated(device)
+        timing.peak_mem = fmt_bytes(timing.peak_bytes)
     out = last[0].cpu().numpy()
     if out.shape != (rows, ids.shape[1] + n_new):
         raise AssertionError(f"torch generated {out.shape}, expected "
@@ -273,7 +311,7 @@ def side_row(name: str, t: Timing, extra: dict[str, Any], samples: int,
     samples_per_s = samples * len(t.step_s) / sum(t.step_s)
     row = {"side": name, "samples_per_s": samples_per_s, "gen_tok_per_s": t.tokens_per_s,
            "median_run_s": statistics.median(t.step_s), "run_s": t.step_s,
-           "peak_mem": t.peak_mem, **extra}
+           "peak_mem": t.peak_mem, "peak_bytes": t.peak_bytes, **extra}
     if ref is not None:
         row["ratio_jax_over_torch"] = t.tokens_per_s / ref.tokens_per_s
         row["ratio_median_jax_over_torch"] = statistics.median(ref.step_s) / row["median_run_s"]
@@ -326,7 +364,8 @@ def main(argv: list[str]) -> None:
         model_dir = lf.resolve_model(MODEL.value, Path(tmp), SEED.value, MAX_PROMPT_TOKENS + n_new)
         log(f"loading JAX params from {model_dir}")
         cfg, params = hf.load_llama(model_dir, param_dtype=dtype, dtype=dtype,
-                                    scan_layers=lf.SCAN_LAYERS.value)
+                                    scan_layers=lf.SCAN_LAYERS.value,
+                                    attention=lf.ATTENTION.value)
         log(f"loading torch model on {device}")
         model = torch_llama.load_hf_llama(model_dir, device=str(device), dtype=dtype)
         tokenizer, own_tokenizer = load_tokenizer(model_dir)
@@ -363,6 +402,8 @@ def main(argv: list[str]) -> None:
     for k, v in info.items():
         print(f"  {k}: {v}")
 
+    atol = LOGIT_ATOL.value if LOGIT_ATOL.value is not None else lf._DEFAULT_ATOL[dtype]
+    parity = check_prompt_logits(cfg, params, model, ids, mask, device, atol)
     jax_t, jax_extra, jax_tokens = bench_jax(cfg, params, ids, mask, m, pad)
     torch_t, torch_extra, torch_tokens = bench_torch(model, ids, mask, m, pad, eos, device)
 
@@ -410,7 +451,8 @@ def main(argv: list[str]) -> None:
     info["loadavg_at_end"] = load_average()
     log(f"load average at end {info['loadavg_at_end']} (at start {info['loadavg_at_start']})")
     out = Path(OUT.value)
-    write_json(out, {"config": info, "rows": rows, "jax_eos_stats": eos_info, "notes": notes,
+    write_json(out, {"config": info, "parity": parity, "rows": rows, "jax_eos_stats": eos_info,
+                     "notes": notes,
                      "first_sample_text": samples_text})
     log(f"wrote {out}")
 

@@ -2,12 +2,15 @@
 
     HF_HUB_OFFLINE=1 python -m bench.train_step --model=smollm2 --batch=4 --seq_len=128 \
         --steps=3 --warmup=2 --dtype=float32 --device=cpu --modes=lora,full \
+        [--autocast] [--torch_compile=lora,full] [--torch_attn=sdpa] \
         [--noscan_layers] [--remat] [--out=bench/results/train_step.json]
 
 Both sides load the same checkpoint (`--model` as in bench/llama_forward.py: `tiny`,
 `smollm2` or an HF directory) in the same dtype (`--dtype` is the parameter *and* compute
-dtype of both sides, i.e. pure bf16 with `bfloat16`, as in llama_forward; not the
-engine's float32-master-weights mode) and train on the same random token ids with the
+dtype of both sides, i.e. pure bf16 with `bfloat16`, as in llama_forward; `--autocast`
+instead keeps float32 parameters and optimiser state on both sides and runs the matmuls
+in bfloat16: JAX param_dtype=float32, dtype=bfloat16, the engine's mixed mode; torch
+under torch.autocast(bfloat16)) and train on the same random token ids with the
 same loss, the mean next-token cross-entropy over ids[:, 1:] given logits[:, :-1].
 One row per mode:
 
@@ -22,7 +25,13 @@ optimiser from `aes_jax.train.optim.make_optimizer` (AdamW, clip_norm 1.0, const
 no weight decay), jitted with `donate_argnums=0` as `aes_jax.train.loop` does (single
 device, so no shardings). torch step = zero_grad, forward, loss.backward(),
 clip_grad_norm_(trainable, 1.0), torch.optim.AdamW(trainable, same lr/betas/eps, weight
-decay 0; torch's default implementation: foreach on CUDA, a per-tensor loop on CPU).
+decay 0; torch's default implementation: foreach on CUDA, a per-tensor loop on CPU),
+attention `--torch_attn` (transformers' attn_implementation, default sdpa). For the
+modes in `--torch_compile`, a second torch side, `torch.compile(model)` (forward and,
+through AOTAutograd, backward; the optimiser stays eager), starts again from the same
+weights after the eager one is timed, repeats the step-1/2 check against the JAX losses
+and is timed the same way; its compile time is its first step's, and it is reported
+next to eager (`torch_compiled` in the JSON).
 
 Before timing, the two sides are put at the same weights (for LoRA, the JAX adapters,
 A random and B = 0, are copied into PEFT's lora_A/lora_B, so the first loss equals the
@@ -59,14 +68,15 @@ from absl import app, flags
 # --scan_layers, --remat, --seed, --out) are llama_forward's own flag objects: absl
 # registers them when that module is imported, so redefining them here would clash.
 from bench import llama_forward as lf
-from bench.llama_forward import (BATCH, DEVICE, DTYPE, MODEL, OUT, REMAT, SEED, SEQ_LEN, STEPS,
-                                 WARMUP, Timing, fmt_bytes, jax_peak_memory, load_average, log,
+from bench.llama_forward import (DEVICE, DTYPE, MODEL, OUT, REMAT, SEED, SEQ_LEN, STEPS,
+                                 WARMUP, Timing, fmt_bytes, load_average, log,
                                  time_steps, torch_loss, torch_sync, write_json)
 from aes_jax.interop import hf
 from aes_jax.interop.torch_ref import llama as torch_llama
-from aes_jax.losses.lm import masked_cross_entropy
+from aes_jax.losses.lm import masked_labels
+from aes_jax.losses.reduce import masked_mean
 from aes_jax.models import lora as lora_lib
-from aes_jax.models.llama import Llama, LlamaConfig, flops_per_token, init_lora
+from aes_jax.models.llama import LlamaConfig, flops_per_token, init_lora
 from aes_jax.train.metrics_writer import peak_flops
 from aes_jax.train.optim import make_optimizer
 from aes_jax.train.state import TrainState
@@ -80,7 +90,15 @@ MODES = flags.DEFINE_list("modes", ["lora", "full"], "Comma-separated rows: lora
 LR = flags.DEFINE_float("lr", 2e-4, "Constant learning rate of both optimisers.")
 LOSS_ATOL = flags.DEFINE_float(
     "loss_atol", None, "Max allowed |jax - torch| step-1 loss difference before timing; "
-    "default 1e-3 for float32, 5e-2 for bfloat16.")
+    "default 1e-3 for float32, 5e-2 for bfloat16 (and --autocast).")
+AUTOCAST = flags.DEFINE_bool(
+    "autocast", False, "float32 params + bfloat16 matmuls on both sides (torch.autocast; JAX "
+    "param_dtype=float32, dtype=bfloat16) instead of --dtype for both.")
+TORCH_COMPILE = flags.DEFINE_list(
+    "torch_compile", [], "Modes whose torch side is also timed under torch.compile, next to "
+    "eager.")
+TORCH_ATTN = flags.DEFINE_string("torch_attn", "sdpa",
+                                 "transformers attn_implementation of the torch side.")
 
 _DEFAULT_LOSS_ATOL = {"float32": 1e-3, "bfloat16": 5e-2}
 _KNOWN_MODES = ("lora", "full")
@@ -110,11 +128,13 @@ def torch_peak_flops(device: torch.device) -> float | None:
 def make_loss_fn(cfg: LlamaConfig) -> Callable:
     """loss_fn(trainable, frozen, batch, rng, step) as the lm_lora task defines it: the frozen and
     trainable collections are merged, the dropout rng is passed, masked mean NLL."""
-    model = Llama(cfg)
 
     def loss_fn(trainable, frozen, batch, rng, step):
-        logits = model.apply({**frozen, **trainable}, batch["input_ids"], rngs={"dropout": rng})
-        return masked_cross_entropy(logits[:, :-1], batch["targets"], batch["loss_mask"]), {}
+        ids = batch["input_ids"][:, :-1]  # the states before each target
+        nll = lf.jax_token_nll(cfg, {**frozen, **trainable}, ids,
+                               masked_labels(batch["targets"], batch["loss_mask"]),
+                               rngs={"dropout": rng})
+        return masked_mean(nll, batch["loss_mask"]), {}
 
     return loss_fn
 
@@ -172,14 +192,18 @@ def lora_tensors(cfg: LlamaConfig, lora: dict) -> dict[str, np.ndarray]:
 
 
 class TorchTrainer:
-    """transformers (+ PEFT for LoRA) with clip_grad_norm_ and torch.optim.AdamW."""
+    """transformers (+ PEFT for LoRA) with clip_grad_norm_ and torch.optim.AdamW; the model
+    optionally under torch.autocast(bfloat16) and/or torch.compile."""
 
     def __init__(self, mode: str, model_dir: Path, device: torch.device, dtype: str,
-                 ids: torch.Tensor, lr: float, remat: bool, jax_lora: dict | None,
-                 cfg: LlamaConfig):
+                 ids: torch.Tensor, lr: float, remat: bool,
+                 lora_init: dict[str, np.ndarray] | None, autocast: bool = False,
+                 attn: str = "sdpa", compile: bool = False):
         import peft
 
         model = torch_llama.load_hf_llama(model_dir, device=str(device), dtype=dtype)
+        model.set_attn_implementation(attn)
+        self.attn_implementation = model.config._attn_implementation
         if remat:  # the JAX side rematerialises each layer; do the same here
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -189,9 +213,12 @@ class TorchTrainer:
             model = peft.get_peft_model(model, peft.LoraConfig(
                 r=LORA_RANK, lora_alpha=LORA_ALPHA, target_modules=list(LORA_TARGETS),
                 lora_dropout=0.0), autocast_adapter_dtype=False)
-            self.load_lora(model, lora_tensors(cfg, jax_lora))
+            self.load_lora(model, lora_init)
         model.train()
         self.model, self.ids, self.device = model, ids, device
+        # Only the model is compiled: the loss and the optimiser step stay eager.
+        self.forward = torch.compile(model) if compile else model
+        self.autocast = autocast
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.num_trainable = sum(p.numel() for p in self.trainable)
         self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, betas=(B1, B2), eps=EPS,
@@ -213,7 +240,8 @@ class TorchTrainer:
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = torch_loss(self.model(input_ids=self.ids, use_cache=False).logits, self.ids)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss = torch_loss(self.forward(input_ids=self.ids, use_cache=False).logits, self.ids)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, CLIP_NORM)
         self.optimizer.step()
@@ -221,6 +249,29 @@ class TorchTrainer:
 
 
 # ----------------------------------------------------------------------------- one mode
+
+
+def check_torch_against(name: str, tt: TorchTrainer, jax_losses: dict[str, float],
+                        atol: float) -> dict[str, float]:
+    """Steps 1 and 2 of a second torch side (torch.compile) against the recorded JAX losses;
+    the first step's seconds are its compile time."""
+    sync = torch_sync(tt.device)
+    out: dict[str, float] = {}
+    for k in (1, 2):
+        t = time.perf_counter()
+        loss, gnorm = tt.step()
+        sync(None)
+        if k == 1:
+            out["first_step_s"] = time.perf_counter() - t
+        out[f"torch_loss_{k}"], out[f"torch_grad_norm_{k}"] = float(loss), float(gnorm)
+        out[f"loss_{k}_abs_diff"] = abs(jax_losses[f"jax_loss_{k}"] - out[f"torch_loss_{k}"])
+    log(f"{name} parity: step-1 loss jax {jax_losses['jax_loss_1']:.6f} torch "
+        f"{out['torch_loss_1']:.6f} (|diff| {out['loss_1_abs_diff']:.3g}); step-2 |diff| "
+        f"{out['loss_2_abs_diff']:.3g}; first step (compiles) {out['first_step_s']:.1f}s")
+    if not out["loss_1_abs_diff"] <= atol:
+        raise AssertionError(f"{name}: step-1 losses differ by {out['loss_1_abs_diff']:.3g} > "
+                             f"--loss_atol={atol}: not the same computation")
+    return out
 
 
 def check_first_steps(mode: str, jt: JaxTrainer, tt: TorchTrainer, atol: float) -> dict:
@@ -261,9 +312,15 @@ def bench_mode(mode: str, cfg: LlamaConfig, params: dict, model_dir: Path,
     del trainable
     log(f"jax {mode}: compiled in {jt.compile_s:.1f}s; {jt.num_trainable:,} trainable params")
     log(f"torch {mode}: loading on {device}")
-    tt = TorchTrainer(mode, model_dir, device, DTYPE.value, torch_ids, LR.value, REMAT.value,
-                      jt.state.trainable.get("lora"), mode_cfg)
-    log(f"torch {mode}: {tt.num_trainable:,} trainable params")
+    # The start adapters as numpy, before the first JAX step donates them: a torch.compile
+    # side built later starts from them too.
+    lora_init = lora_tensors(mode_cfg, jt.state.trainable["lora"]) if mode == "lora" else None
+    torch_kw = dict(mode=mode, model_dir=model_dir, device=device, dtype=torch_dtype(),
+                    ids=torch_ids, lr=LR.value, remat=REMAT.value, lora_init=lora_init,
+                    autocast=AUTOCAST.value, attn=TORCH_ATTN.value)
+    tt = TorchTrainer(**torch_kw)
+    log(f"torch {mode}: {tt.num_trainable:,} trainable params, attention "
+        f"{tt.attn_implementation}")
     if jt.num_trainable != tt.num_trainable:
         raise AssertionError(f"{mode}: trainable params differ: jax {jt.num_trainable} vs "
                              f"torch {tt.num_trainable}")
@@ -272,25 +329,64 @@ def bench_mode(mode: str, cfg: LlamaConfig, params: dict, model_dir: Path,
     jax_t = time_steps(f"jax {mode}", jt.step, jax.block_until_ready, WARMUP.value, STEPS.value,
                        tokens)
     jax_t.compile_s = jt.compile_s
-    jax_t.peak_mem = jax_peak_memory()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    torch_t = time_steps(f"torch {mode}", tt.step, torch_sync(device), WARMUP.value,
-                         STEPS.value, tokens)
-    if device.type == "cuda":
-        torch_t.peak_mem = fmt_bytes(torch.cuda.max_memory_allocated(device))
+    jax_t.peak_bytes = lf.jax_peak_bytes()
+    jax_t.peak_mem = fmt_bytes(jax_t.peak_bytes)
+    torch_t = time_torch(f"torch {mode}", tt, tokens)
+    attn_implementation = tt.attn_implementation
 
     row = lf.table_rows({mode: jax_t}, {mode: torch_t})[0]
     row.update(mode=mode, ratio_median_jax_over_torch=(torch_t.to_dict()["median_step_s"]
                                                        / jax_t.to_dict()["median_step_s"]),
                jax_trainable_params=jt.num_trainable,
                torch_trainable_params=tt.num_trainable, parity=parity,
-               jax_mfu=mfu(jax_t, fpt, peaks["jax"]), torch_mfu=mfu(torch_t, fpt, peaks["torch"]))
+               jax_mfu=mfu(jax_t, fpt, peaks["jax"]), torch_mfu=mfu(torch_t, fpt, peaks["torch"]),
+               torch_attn_implementation=attn_implementation, autocast=AUTOCAST.value)
     del jt, tt
+    free_torch(device)
+    if mode in TORCH_COMPILE.value:
+        name = f"torch.compile {mode}"
+        log(f"{name}: loading on {device}")
+        tc = TorchTrainer(**torch_kw, compile=True)
+        compiled_parity = check_torch_against(name, tc, parity, atol)
+        tc_t = time_torch(name, tc, tokens)
+        tc_t.compile_s = compiled_parity["first_step_s"]
+        row["torch_compiled"] = {
+            "torch_tok_s": tc_t.tokens_per_s,
+            "ratio_jax_over_torch": jax_t.tokens_per_s / tc_t.tokens_per_s,
+            "ratio_median_jax_over_torch": (tc_t.to_dict()["median_step_s"]
+                                            / jax_t.to_dict()["median_step_s"]),
+            "torch": tc_t.to_dict(), "torch_mfu": mfu(tc_t, fpt, peaks["torch"]),
+            "parity": compiled_parity}
+        del tc
+        free_torch(device)
+    return row
+
+
+def time_torch(name: str, tt: TorchTrainer, tokens: int) -> Timing:
+    device = tt.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timing = time_steps(name, tt.step, torch_sync(device), WARMUP.value, STEPS.value, tokens)
+    if device.type == "cuda":
+        timing.peak_bytes = torch.cuda.max_memory_allocated(device)
+        timing.peak_mem = fmt_bytes(timing.peak_bytes)
+    return timing
+
+
+def free_torch(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return row
+
+
+def torch_dtype() -> str:
+    """The torch parameters' dtype: float32 under --autocast, else --dtype."""
+    return "float32" if AUTOCAST.value else DTYPE.value
+
+
+def jax_dtypes() -> tuple[str, str]:
+    """(param_dtype, dtype) of the JAX side."""
+    return ("float32", "bfloat16") if AUTOCAST.value else (DTYPE.value, DTYPE.value)
 
 
 def mfu(t: Timing, fpt: float, peak: float | None) -> float | None:
@@ -319,6 +415,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                       f"{r['ratio_median_jax_over_torch']:.2f}",
                       pct(r["jax_mfu"]), pct(r["torch_mfu"]),
                       f"{r['jax']['compile_s']:.1f}", r["jax"]["peak_mem"], r["torch"]["peak_mem"]))
+        c = r.get("torch_compiled")
+        if c:  # the same JAX numbers against the torch.compile side
+            lines.append((f"{r['mode']} vs torch.compile", "",
+                          f"{1e3 * r['jax']['median_step_s']:.1f}",
+                          f"{1e3 * c['torch']['median_step_s']:.1f}", f"{r['jax_tok_s']:.0f}",
+                          f"{c['torch_tok_s']:.0f}", f"{c['ratio_jax_over_torch']:.2f}",
+                          f"{c['ratio_median_jax_over_torch']:.2f}", pct(r["jax_mfu"]),
+                          pct(c["torch_mfu"]), f"{r['jax']['compile_s']:.1f}",
+                          r["jax"]["peak_mem"], c["torch"]["peak_mem"]))
     lf.print_aligned(lines)
 
 
@@ -332,9 +437,12 @@ def main(argv: list[str]) -> None:
     unknown = [m for m in modes if m not in _KNOWN_MODES]
     if unknown or not modes:
         raise app.UsageError(f"--modes={','.join(modes)}: expected a subset of {_KNOWN_MODES}")
+    if not set(TORCH_COMPILE.value) <= set(modes):
+        raise app.UsageError(f"--torch_compile={','.join(TORCH_COMPILE.value)}: expected a "
+                             f"subset of --modes={','.join(modes)}")
     if SEQ_LEN.value < 2:
         raise app.UsageError("--seq_len must be >= 2 (the loss predicts ids[:, 1:])")
-    dtype = DTYPE.value
+    param_dtype, dtype = jax_dtypes()
     atol = LOSS_ATOL.value if LOSS_ATOL.value is not None else _DEFAULT_LOSS_ATOL[dtype]
     device = torch_llama.torch_device(DEVICE.value)
     jax_platform = jax.devices()[0].platform
@@ -348,8 +456,9 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-train-step-") as tmp:
         model_dir = lf.resolve_model(MODEL.value, Path(tmp), SEED.value, SEQ_LEN.value)
         log(f"loading JAX params from {model_dir}")
-        cfg, params = hf.load_llama(model_dir, param_dtype=dtype, dtype=dtype,
-                                    scan_layers=lf.SCAN_LAYERS.value, remat=REMAT.value)
+        cfg, params = hf.load_llama(model_dir, param_dtype=param_dtype, dtype=dtype,
+                                    scan_layers=lf.SCAN_LAYERS.value, remat=REMAT.value,
+                                    attention=lf.ATTENTION.value)
         n_params = lora_lib.count_params(params)
         fpt = flops_per_token(cfg, SEQ_LEN.value)
         peaks = {"jax": peak_flops(jax.devices()[0]), "torch": torch_peak_flops(device)}
@@ -361,7 +470,9 @@ def main(argv: list[str]) -> None:
             jax_device_kind=jax.devices()[0].device_kind,
             torch_device_kind=(torch.cuda.get_device_name(device) if device.type == "cuda"
                                else "cpu"),
-            peak_flops=peaks, flops_per_token=fpt, loss_atol=atol,
+            peak_flops=peaks, flops_per_token=fpt, loss_atol=atol, autocast=AUTOCAST.value,
+            jax_param_dtype=param_dtype, jax_dtype=dtype, torch_param_dtype=torch_dtype(),
+            torch_compile=TORCH_COMPILE.value, torch_attn=TORCH_ATTN.value,
             transformers=transformers.__version__, peft=peft.__version__,
             torch_adamw="torch.optim.AdamW defaults (foreach on CUDA, for-loop on CPU)")
         for k, v in info.items():

@@ -60,7 +60,7 @@ from absl import app, flags
 
 # Shared flags are llama_forward's own flag objects (see bench/train_step.py).
 from bench.llama_forward import (BATCH, DEVICE, OUT, SEED, SEQ_LEN, STEPS, WARMUP,
-                                 fmt_bytes, jax_peak_memory, load_average, log, print_aligned,
+                                 fmt_bytes, jax_peak_bytes, load_average, log, print_aligned,
                                  time_steps, torch_sync, write_json)
 from aes_jax.interop.torch_ref import llama as torch_llama
 from aes_jax.interop.torch_ref.trm import TorchTRM, load_jax_params
@@ -286,12 +286,14 @@ def bench_variant(variant: str, device: torch.device) -> dict[str, Any]:
     jax_t = time_steps(f"jax {variant}", jt.step, jax.block_until_ready, WARMUP.value,
                        STEPS.value, tokens)
     jax_t.compile_s = jt.compile_s
-    jax_t.peak_mem = jax_peak_memory()
+    jax_t.peak_bytes = jax_peak_bytes()
+    jax_t.peak_mem = fmt_bytes(jax_t.peak_bytes)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch_t = time_steps(f"torch {variant}", tt.step, sync, WARMUP.value, STEPS.value, tokens)
     if device.type == "cuda":
-        torch_t.peak_mem = fmt_bytes(torch.cuda.max_memory_allocated(device))
+        torch_t.peak_bytes = torch.cuda.max_memory_allocated(device)
+        torch_t.peak_mem = fmt_bytes(torch_t.peak_bytes)
     j, t = jax_t.to_dict(), torch_t.to_dict()
     row = {"variant": variant, "batch": batch_size, "seq_len": seq_len,
            "real_tokens_per_step": real_tokens, "params": n_params,

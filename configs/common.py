@@ -45,7 +45,11 @@ def add_causal_lm(c: ml_collections.ConfigDict, *, tiny: bool, lora_rank: int = 
     c.dtype = "float32"  # compute dtype; "bfloat16" keeps float32 master weights
     c.param_dtype = "float32"
     c.scan_layers = True
-    c.remat = False
+    # "" = keep activations; "full" = recompute each layer in backward; or a policy that
+    # saves some of them: "dots_saveable", "dots_with_no_batch_dims_saveable", ...
+    c.remat = ""
+    c.attention = "auto"  # "auto" (cuDNN flash on GPU in bf16, else XLA), einsum, xla, chunked
+    c.loss_block_tokens = 1024  # tokens per blockwise-loss block; 0 = full [B, T, V] logits
 
 
 def _convert(text: str, default: Any, name: str) -> Any:

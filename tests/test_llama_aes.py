@@ -77,6 +77,11 @@ LOSS_CASES = {  # config overrides -> the weighting they resolve to
     "dynamic": (dict(ntl_weight=1.0, emo_weight=-1.0), "dynamic"),
     "uncertainty": (dict(ntl_weight=1.0, emo_weight=1.0, weighting="uncertainty"),
                     "uncertainty"),
+    # the blockwise loss over blocks that do not divide the 512 tokens, and full logits
+    "static_blocks_of_100": (dict(ntl_weight=0.3, emo_weight=0.2, loss_block_tokens=100),
+                             "static"),
+    "dynamic_full_logits": (dict(ntl_weight=1.0, emo_weight=-1.0, loss_block_tokens=0),
+                            "dynamic"),
 }
 EPS = 1e-8  # weighting.dynamic's
 

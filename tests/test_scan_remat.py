@@ -1,4 +1,5 @@
-"""Scanned/unrolled layers and remat on/off are the same function (<= 1e-5)."""
+"""Scanned/unrolled layers and remat off / on / a saving policy are the same function
+(<= 1e-5)."""
 
 import itertools
 
@@ -23,7 +24,9 @@ def test_scan_and_remat_variants_agree(llama3_dir, rng):
             logits, jnp.roll(ids, -1, 1)[..., None], -1)[..., 0])
 
     reference = None
-    for scan, remat in itertools.product([True, False], [False, True]):
+    variants = [*itertools.product([True, False], [False, True]),
+                (True, "dots_with_no_batch_dims_saveable")]
+    for scan, remat in variants:
         c, p = hf.set_scan_layers(cfg.replace(remat=remat), params, scan)
         logits = np.asarray(Llama(c).apply({"params": p}, ids, attention_mask=mask))
         grads = jax.grad(loss)(p, c)

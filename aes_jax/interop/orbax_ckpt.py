@@ -2,7 +2,7 @@
 
 Layout of DIR:
     params/            orbax StandardCheckpointer tree (the aes_jax param pytree)
-    llama_config.json  {"hf_config": config.json contents, "runtime": dtype/scan/remat}
+    llama_config.json  {"hf_config": config.json contents, "runtime": dtype/scan/remat/attention}
     tokenizer/         tokenizer and generation files copied from the source HF dir
 """
 
@@ -21,7 +21,7 @@ from aes_jax.interop.hf import TOKENIZER_FILES, CheckpointError, PathLike
 from aes_jax.models.llama import Llama, LlamaConfig
 
 CONFIG_FILE = "llama_config.json"
-_RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat")
+_RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention")
 
 
 def save_model(out_dir: PathLike, cfg: LlamaConfig, params: dict,

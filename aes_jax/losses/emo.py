@@ -70,25 +70,54 @@ def _drop_in_value(p: Array, is_gold: Array) -> Array:
     return p - jax.lax.stop_gradient(jnp.where(is_gold, p, 0))
 
 
+def cost_embedding(lm_head: Array, dtype: jnp.dtype = jnp.float32) -> Array:
+    """The transport metric's unit-norm rows [V, D], a constant (see `_cost_embedding`)."""
+    return _cost_embedding(lm_head, lm_head.shape[0], dtype)
+
+
+def mixture_full(logits: Array, gold: Array, e: Array) -> Array:
+    """q = sum_j p_j E_j over the whole vocabulary, gold mass dropped in value.
+    logits [..., V] (float32), gold [...] valid ids, e = `cost_embedding` -> [..., D].
+    The mixture is p @ E, never a [..., V, D] tensor."""
+    p = jax.nn.softmax(logits, axis=-1)
+    p = _drop_in_value(p, jnp.arange(logits.shape[-1]) == gold[..., None])
+    return jnp.einsum("...v,vd->...d", p, e)
+
+
+def mixture_topk(logits: Array, gold: Array, e: Array, k: int) -> Array:
+    """q over the k most probable tokens of the full softmax (see `emo_topk`)."""
+    p = jax.nn.softmax(logits, axis=-1)
+    # Rank on logits: same order as p, but without ties from probabilities underflowing
+    # to 0. The ranking itself carries no gradient; the gathered probabilities do.
+    _, idx = jax.lax.top_k(jax.lax.stop_gradient(logits), k)
+    p_top = _drop_in_value(jnp.take_along_axis(p, idx, axis=-1), idx == gold[..., None])
+    return jnp.einsum("...k,...kd->...d", p_top, jnp.take(e, idx, axis=0))
+
+
+def loss_from_mixture(q: Array, e: Array, gold: Array, mask: Array, normalize: bool) -> Array:
+    """The masked mean of 1 - <E_gold, q> (or of 1 - cos(E_gold, q) when `normalize`)."""
+    return _loss_from_mixture(q, jnp.take(e, gold, axis=0), mask, normalize)
+
+
+def _gold(labels: Array, mask: Array) -> Array:
+    # Labels at masked-out positions may be ignore ids (-100); point them at row 0 so
+    # gathers stay in range. Their loss is multiplied by 0 afterwards.
+    return jnp.where(mask, labels, 0).astype(jnp.int32)
+
+
 def emo_full(logits: Array, labels: Array, mask: Array, lm_head: Array,
              *, normalize: bool = False) -> Array:
     """EMO over the whole vocabulary. logits [B, T, V], labels/mask [B, T], lm_head [V, D].
 
-    The mixture is p @ E ([B, T, V] x [V, D]), never a [B, T, V, D] tensor. The default
-    is the public code's dot form 1 - <E_gold, q> (gradient of the exact EMD under the
-    cosine cost); `normalize=True` L2-normalises q first, the cosine form that ignores
-    p(gold) (module docstring).
+    The default is the public code's dot form 1 - <E_gold, q> (gradient of the exact EMD
+    under the cosine cost); `normalize=True` L2-normalises q first, the cosine form that
+    ignores p(gold) (module docstring).
     """
     dtype = loss_dtype(logits)
-    vocab = logits.shape[-1]
-    e = _cost_embedding(lm_head, vocab, dtype)
-    # Labels at masked-out positions may be ignore ids (-100); point them at row 0 so
-    # gathers stay in range. Their loss is multiplied by 0 afterwards.
-    gold = jnp.where(mask, labels, 0).astype(jnp.int32)
-    p = jax.nn.softmax(logits.astype(dtype), axis=-1)
-    p = _drop_in_value(p, jnp.arange(vocab) == gold[..., None])
-    q = jnp.einsum("btv,vd->btd", p, e)
-    return _loss_from_mixture(q, jnp.take(e, gold, axis=0), mask, normalize)
+    e = _cost_embedding(lm_head, logits.shape[-1], dtype)
+    gold = _gold(labels, mask)
+    return loss_from_mixture(mixture_full(logits.astype(dtype), gold, e), e, gold, mask,
+                             normalize)
 
 
 def emo_topk(logits: Array, labels: Array, mask: Array, lm_head: Array, k: int = 64,
@@ -105,14 +134,7 @@ def emo_topk(logits: Array, labels: Array, mask: Array, lm_head: Array, k: int =
         raise ValueError(f"k must be >= 1, got {k}")
     dtype = loss_dtype(logits)
     vocab = logits.shape[-1]
-    k = min(int(k), vocab)
     e = _cost_embedding(lm_head, vocab, dtype)
-    gold = jnp.where(mask, labels, 0).astype(jnp.int32)
-    logits = logits.astype(dtype)
-    p = jax.nn.softmax(logits, axis=-1)
-    # Rank on logits: same order as p, but without ties from probabilities underflowing
-    # to 0. The ranking itself carries no gradient; the gathered probabilities do.
-    _, idx = jax.lax.top_k(jax.lax.stop_gradient(logits), k)
-    p_top = _drop_in_value(jnp.take_along_axis(p, idx, axis=-1), idx == gold[..., None])
-    q = jnp.einsum("btk,btkd->btd", p_top, jnp.take(e, idx, axis=0))
-    return _loss_from_mixture(q, jnp.take(e, gold, axis=0), mask, normalize)
+    gold = _gold(labels, mask)
+    q = mixture_topk(logits.astype(dtype), gold, e, min(int(k), vocab))
+    return loss_from_mixture(q, e, gold, mask, normalize)

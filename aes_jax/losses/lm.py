@@ -26,7 +26,7 @@ def token_nll(logits: Array, labels: Array) -> Array:
     return log_z - picked
 
 
-def _masked_labels(labels: Array, mask: Array) -> Array:
+def masked_labels(labels: Array, mask: Array) -> Array:
     # Masked-out positions may hold ignore ids (-100); their gathered NaN would survive
     # the multiplication by 0 in the mean, so point them at id 0 first.
     return jnp.where(mask, labels, 0)
@@ -37,7 +37,7 @@ def masked_cross_entropy(logits: Array, labels: Array, mask: Array) -> Array:
 
     0 when nothing is masked in. Labels at masked-out positions are never read.
     """
-    nll = token_nll(logits, _masked_labels(labels, mask))
+    nll = token_nll(logits, masked_labels(labels, mask))
     return masked_mean(nll, mask, floor=COUNT_FLOOR)
 
 
@@ -54,7 +54,11 @@ def sequence_logprob(logits: Array, labels: Array, mask: Array,
     preference for short completions that a sum carries. Labels at masked-out positions
     are never read, so they may be ignore ids.
     """
-    logp = -token_nll(logits, _masked_labels(labels, mask))
+    return sequence_sums(-token_nll(logits, masked_labels(labels, mask)), mask, average)
+
+
+def sequence_sums(logp: Array, mask: Array, average: bool = False) -> Array:
+    """`sequence_logprob` from per-token log-probs [B, T] (e.g. blockwise ones)."""
     if average:
         return masked_mean(logp, mask, floor=COUNT_FLOOR, axis=-1)
     return jnp.sum(logp * mask.astype(logp.dtype), axis=-1)
@@ -63,6 +67,10 @@ def sequence_logprob(logits: Array, labels: Array, mask: Array,
 def nll_sums(logits: Array, labels: Array, mask: Array, weight: Array) -> dict[str, Array]:
     """An eval batch's summed NLL over the masked-in positions of its real rows (`weight`
     [B] is 0 for padding rows) and their count: `loss_sum`, `loss_count`."""
+    return summed_nll(token_nll(logits, masked_labels(labels, mask)), mask, weight)
+
+
+def summed_nll(nll: Array, mask: Array, weight: Array) -> dict[str, Array]:
+    """`nll_sums` from per-token NLL [B, T] (e.g. blockwise)."""
     m = mask.astype(jnp.float32) * weight[:, None]
-    nll = token_nll(logits, _masked_labels(labels, mask))
     return {"loss_sum": jnp.sum(nll * m), "loss_count": jnp.sum(m)}

@@ -25,8 +25,10 @@ _MERGE_PROBES = ("10", "42", "2024")
 
 
 def _digit_distribution(logits: Array, labels: Array, mask: Array, digit_ids: Array,
-                        digit_values: Array) -> tuple[Array, Array, Array, Array]:
-    """Shared part of both NTL losses.
+                        digit_values: Array, digits_only: bool = False
+                        ) -> tuple[Array, Array, Array, Array]:
+    """Shared part of both NTL losses. `digits_only`: `logits` already holds just the
+    digit columns [B, T, K] (e.g. `losses.blockwise.head_columns`).
 
     Returns p [B, T, K] (softmax over the digit logits only), values [K], the gold
     value y [B, T] (0 where the label is not a digit), and the weight [B, T] of the
@@ -35,7 +37,9 @@ def _digit_distribution(logits: Array, labels: Array, mask: Array, digit_ids: Ar
     dtype = loss_dtype(logits)
     digit_ids = jnp.asarray(digit_ids, jnp.int32)
     values = jnp.asarray(digit_values).astype(dtype)
-    p = jax.nn.softmax(jnp.take(logits.astype(dtype), digit_ids, axis=-1), axis=-1)
+    if not digits_only:
+        logits = jnp.take(logits, digit_ids, axis=-1)
+    p = jax.nn.softmax(logits.astype(dtype), axis=-1)
     hit = labels[..., None].astype(jnp.int32) == digit_ids  # [B, T, K]
     y = jnp.sum(jnp.where(hit, values, 0), axis=-1)
     # A masked-in position whose gold token is not a digit (a space, EOS, a word) has no
@@ -46,26 +50,28 @@ def _digit_distribution(logits: Array, labels: Array, mask: Array, digit_ids: Ar
 
 
 def ntl_mse(logits: Array, labels: Array, mask: Array, digit_ids: Array,
-            digit_values: Array) -> Array:
+            digit_values: Array, *, digits_only: bool = False) -> Array:
     """NTL-MSE: (sum_k p_k v_k - y)^2, p the softmax over the digit logits only.
 
     Averaged over positions that are in `mask` and whose label is one of `digit_ids`;
     other masked positions contribute nothing and are not counted (0 if none count).
     """
-    p, values, y, weight = _digit_distribution(logits, labels, mask, digit_ids, digit_values)
+    p, values, y, weight = _digit_distribution(logits, labels, mask, digit_ids, digit_values,
+                                               digits_only)
     expected = jnp.sum(p * values, axis=-1)
     return masked_mean((expected - y) ** 2, weight, floor=COUNT_FLOOR)
 
 
 def ntl_wasserstein(logits: Array, labels: Array, mask: Array, digit_ids: Array,
-                    digit_values: Array) -> Array:
+                    digit_values: Array, *, digits_only: bool = False) -> Array:
     """NTL-WAS: sum_k p_k |y - v_k|, the W1 distance from p to a point mass at y.
 
     Against a one-hot target the optimal transport plan is forced (all mass goes to y),
     so this is exact for any spacing or order of the values, unlike the CDF form.
     Counted positions as in `ntl_mse`.
     """
-    p, values, y, weight = _digit_distribution(logits, labels, mask, digit_ids, digit_values)
+    p, values, y, weight = _digit_distribution(logits, labels, mask, digit_ids, digit_values,
+                                               digits_only)
     return masked_mean(jnp.sum(p * jnp.abs(y[..., None] - values), axis=-1), weight,
                        floor=COUNT_FLOOR)
 

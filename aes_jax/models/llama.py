@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aes_jax.models import attention as attention_lib
 from aes_jax.models import lora as lora_lib
 from aes_jax.models.dtypes import compute_dtype
 
@@ -82,10 +83,16 @@ class LlamaConfig:
     dtype: str = "float32"  # activation / matmul dtype
     param_dtype: str = "float32"  # dtype of freshly initialised params
     scan_layers: bool = True
-    remat: bool = False
+    remat: bool | str = False  # True / "full" (save nothing) or a REMAT_POLICIES name
+    # attention.IMPLEMENTATIONS; "auto" = cuDNN flash on GPU in 16 bits, else XLA's.
+    attention: str = "auto"
+    attention_block: int = 512  # query / key tile of the chunked implementation
     lora: lora_lib.LoraConfig | None = None  # adapters in the "lora" collection
 
     def __post_init__(self):
+        if self.remat:
+            remat_policy(self.remat)
+        attention_lib.resolve(self.attention, self.dtype, platform="cpu")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
@@ -292,27 +299,10 @@ class Attention(nn.Module):
             v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), cache_index, 1)
             new_cache = (k, v)
 
-        out = grouped_attention(q, k, v, mask)
+        out = attention_lib.attention(q, k, v, mask, c.attention, c.attention_block)
         out = Projection(c, (h, hd, d), (HEADS, HEAD_DIM, EMBED), "bthk,hkd->btd", n_in=2,
                          name="o_proj")(out)
         return out, new_cache
-
-
-def grouped_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """GQA without repeating K/V: query head h reads KV head h // group (as HF's repeat_kv).
-
-    q [B, T, H, D]; k, v [B, S, KV, D]; mask [B, T, S] bool (True = may attend).
-    """
-    b, t, h, hd = q.shape
-    kv = k.shape[2]
-    q = q.reshape(b, t, kv, h // kv, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
-    scores = scores * (1.0 / math.sqrt(hd))
-    # A finite fill keeps fully-masked rows (queries on padding) free of NaN.
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(q.dtype))
-    return out.reshape(b, t, h, hd)
 
 
 class SwiGLU(nn.Module):
@@ -343,6 +333,21 @@ class DecoderLayer(nn.Module):
 
 
 # ----------------------------------------------------------------------------- model
+
+# What the backward pass may keep from each layer's forward instead of recomputing it.
+REMAT_POLICIES = ("nothing_saveable", "everything_saveable", "dots_saveable",
+                  "dots_with_no_batch_dims_saveable")
+
+
+def remat_policy(remat: bool | str):
+    """`remat` (True, "full" or a REMAT_POLICIES name) -> a jax.checkpoint policy (None =
+    save nothing, jax's default)."""
+    if remat is True or remat in ("full", "nothing_saveable"):
+        return None
+    if remat not in REMAT_POLICIES:
+        raise ConfigError(f"remat={remat!r}: expected '' (off), 'full' or one of "
+                          f"{REMAT_POLICIES}")
+    return getattr(jax.checkpoint_policies, remat)
 
 
 class KVCache(NamedTuple):
@@ -393,14 +398,11 @@ class Llama(nn.Module):
         cos, sin = rope_cos_sin(positions, rope_inv_freq(c))
 
         if cache is None:
-            causal = jnp.tril(jnp.ones((t, t), bool))
-            mask = causal[None] & token_mask[:, None, :]
+            mask = attention_lib.CausalMask(token_mask, jnp.arange(t))
             layer_caches, cache_index = None, jnp.zeros((), jnp.int32)
         else:
             valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, token_mask, cache.index, 1)
-            slots = jnp.arange(valid.shape[1])
-            causal = slots[None, :] <= (cache.index + jnp.arange(t))[:, None]
-            mask = causal[None] & valid[:, None, :]
+            mask = attention_lib.CausalMask(valid, cache.index + jnp.arange(t))
             layer_caches, cache_index = (cache.k, cache.v), cache.index
 
         embed = self.param("embed_tokens", _init(c, (VOCAB, EMBED)),
@@ -410,7 +412,8 @@ class Llama(nn.Module):
 
         layer_cls = DecoderLayer
         if c.remat:
-            layer_cls = nn.remat(DecoderLayer, prevent_cse=not c.scan_layers)
+            layer_cls = nn.remat(DecoderLayer, prevent_cse=not c.scan_layers,
+                                 policy=remat_policy(c.remat))
         if c.scan_layers:
             stack = nn.scan(layer_cls, variable_axes={"params": 0, "lora": 0},
                             split_rngs={"params": True, "dropout": True},
@@ -476,6 +479,12 @@ def logical_axes(cfg: LlamaConfig, collection: str = "params") -> dict:
     """The logical axis names of every variable in `collection`, as a matching pytree."""
     shapes = jax.eval_shape(lambda: Llama(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
     return nn.get_partition_spec(shapes)[collection]
+
+
+def output_embedding(cfg: LlamaConfig, params: dict) -> Array:
+    """[vocab, hidden] rows of the LM head (the tied input embedding, or lm_head^T): what
+    `losses.blockwise` multiplies the final hidden states with."""
+    return params["embed_tokens"] if cfg.tie_word_embeddings else params["lm_head"].T
 
 
 def flops_per_token(cfg: LlamaConfig, seq_len: int) -> float:

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aes_jax.models.dtypes import compute_dtype
-from aes_jax.models.llama import apply_rope, grouped_attention
+from aes_jax.models.attention import grouped_attention
+from aes_jax.models.llama import apply_rope
 
 Array = jax.Array
 

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 
 from aes_jax.data.tokenizers import ByteTokenizer, HFTokenizer
 from aes_jax.interop import assets, hf, peft
+from aes_jax.losses.blockwise import blockwise_map, token_nll_of_block
 from aes_jax.models import lora as lora_lib
 from aes_jax.models.llama import (Llama, LlamaConfig, flops_per_token, init_lora,
-                                  init_params, logical_axes)
+                                  init_params, logical_axes, output_embedding)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,10 @@ class CausalLMSpec:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     scan_layers: bool = True
-    remat: bool = False
+    remat: bool | str = False  # or a jax.checkpoint_policies name (models.llama.REMAT_POLICIES)
+    attention: str = "auto"  # models.attention.IMPLEMENTATIONS
+    # Tokens per block of the blockwise loss (losses.blockwise); 0 = full logits.
+    loss_block_tokens: int = 1024
 
     @classmethod
     def from_config(cls, config: Any) -> "CausalLMSpec":
@@ -55,7 +59,8 @@ class CausalLM:
 
     def __init__(self, spec: CausalLMSpec):
         self.spec = spec
-        runtime = dict(dtype=spec.dtype, scan_layers=spec.scan_layers, remat=spec.remat)
+        runtime = dict(dtype=spec.dtype, scan_layers=spec.scan_layers, remat=spec.remat,
+                       attention=spec.attention)
         self._gguf_params = None
         if spec.model == "tiny":
             self.path = None
@@ -110,7 +115,7 @@ class CausalLM:
             return self._gguf_params
         _, params = hf.load_llama(self.path, param_dtype=self.spec.param_dtype,
                                   dtype=self.spec.dtype, scan_layers=self.spec.scan_layers,
-                                  remat=self.spec.remat)
+                                  remat=self.spec.remat, attention=self.spec.attention)
         return params
 
     def init(self, rng: jax.Array) -> tuple[dict, dict]:
@@ -158,12 +163,33 @@ class CausalLM:
                           compute_logits=False)
         return out.hidden
 
+    def token_nll(self, trainable: Mapping, frozen: Mapping, input_ids: jax.Array,
+                  labels: jax.Array, *, attention_mask: jax.Array | None = None,
+                  adapters: bool = True, rng: jax.Array | None = None) -> jax.Array:
+        """[B, T] -log p(labels | prefix), labels valid ids (mask ignore ids first).
+        Blockwise over tokens (spec.loss_block_tokens) so training never holds the
+        [B, T, vocab] float32 logits; 0 computes them whole."""
+        return self.per_token(trainable, frozen, input_ids, labels, token_nll_of_block,
+                              attention_mask=attention_mask, adapters=adapters, rng=rng)
+
+    def per_token(self, trainable: Mapping, frozen: Mapping, input_ids: jax.Array,
+                  labels: jax.Array, fn: Callable[[jax.Array, jax.Array], Any], *,
+                  attention_mask: jax.Array | None = None, adapters: bool = True,
+                  rng: jax.Array | None = None) -> Any:
+        """`fn(logits [..., V] float32, labels [...])` -> a pytree of per-token values,
+        evaluated a block of tokens at a time (`losses.blockwise.blockwise_map`) or on
+        the whole [B, T, V] logits when spec.loss_block_tokens is 0; leaves [B, T, ...]."""
+        if not self.spec.loss_block_tokens:
+            return fn(self.logits(trainable, frozen, input_ids, attention_mask=attention_mask,
+                                  adapters=adapters, rng=rng), labels)
+        hidden = self.hidden(trainable, frozen, input_ids, attention_mask=attention_mask,
+                             adapters=adapters, rng=rng)
+        return blockwise_map(hidden, self.lm_head(trainable, frozen), labels, fn,
+                             self.spec.loss_block_tokens)
+
     def lm_head(self, trainable: Mapping, frozen: Mapping) -> jax.Array:
         """[vocab, hidden] output embedding rows (EMO's cost embedding)."""
-        params = self.base_params(trainable, frozen)
-        if self.cfg.tie_word_embeddings:
-            return params["embed_tokens"]
-        return params["lm_head"].T
+        return output_embedding(self.cfg, self.base_params(trainable, frozen))
 
     def flops_per_token(self, seq_len: int) -> float:
         return flops_per_token(self.cfg, seq_len)

@@ -30,7 +30,7 @@ from aes_jax.data.chat_rows import CutCounts
 from aes_jax.data.preference_encoding import encode_pair, pair_arrays
 from aes_jax.data.preferences import PreferencePair, pairs_from_ratings, read_preferences
 from aes_jax.losses import preference
-from aes_jax.losses.lm import sequence_logprob
+from aes_jax.losses.lm import masked_labels, sequence_sums
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.interop import hf, peft
 
@@ -174,11 +174,11 @@ class DpoTask:
         """([B] chosen, [B] rejected) completion log-probs from one [2B, T] forward."""
         rows = {k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]])
                 for k in ("input_ids", "targets", "loss_mask", "attention_mask")}
-        logits = self.lm.logits(trainable, frozen, rows["input_ids"],
+        nll = self.lm.token_nll(trainable, frozen, rows["input_ids"],
+                                masked_labels(rows["targets"], rows["loss_mask"]),
                                 attention_mask=rows["attention_mask"], adapters=adapters,
                                 rng=rng)
-        logps = sequence_logprob(logits, rows["targets"], rows["loss_mask"],
-                                 average=self.options.average_logps)
+        logps = sequence_sums(-nll, rows["loss_mask"], average=self.options.average_logps)
         half = batch["chosen_input_ids"].shape[0]
         return logps[:half], logps[half:]
 

@@ -20,7 +20,8 @@ from aes_jax.data import pipeline
 from aes_jax.data import explanations as ex
 from aes_jax.data.chat_rows import completion_rows
 from aes_jax.eval.metrics import lm_summary
-from aes_jax.losses.lm import masked_cross_entropy, nll_sums
+from aes_jax.losses.lm import masked_labels, summed_nll
+from aes_jax.losses.reduce import masked_mean
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.data.chat_rows import CutCounts
 from aes_jax.tasks.explain_data import ExplanationData, encode_record, load_records
@@ -79,14 +80,16 @@ class ExplainSftTask:
 
     def loss(self, trainable, frozen, batch, rng, step):
         del step
-        logits = self.lm.logits(trainable, frozen, batch["input_ids"],
-                                attention_mask=batch["attention_mask"], rng=rng)
-        return masked_cross_entropy(logits, batch["targets"], batch["loss_mask"]), {}
+        return masked_mean(self._nll(trainable, frozen, batch, rng), batch["loss_mask"]), {}
 
     def eval_step(self, trainable, frozen, batch) -> dict[str, jax.Array]:
-        logits = self.lm.logits(trainable, frozen, batch["input_ids"],
-                                attention_mask=batch["attention_mask"])
-        return nll_sums(logits, batch["targets"], batch["loss_mask"], batch["weight"])
+        return summed_nll(self._nll(trainable, frozen, batch), batch["loss_mask"],
+                          batch["weight"])
+
+    def _nll(self, trainable, frozen, batch, rng=None):
+        return self.lm.token_nll(trainable, frozen, batch["input_ids"],
+                                 masked_labels(batch["targets"], batch["loss_mask"]),
+                                 attention_mask=batch["attention_mask"], rng=rng)
 
     def summarize(self, outputs: list[dict]) -> dict[str, float]:
         return lm_summary(outputs)

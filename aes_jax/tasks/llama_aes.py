@@ -38,7 +38,8 @@ from aes_jax.data.score_format import ScoreFormat, mode_digits, newline_token_id
 from aes_jax.eval import metrics
 from aes_jax.losses import emo as emo_lib
 from aes_jax.losses import number_tokens, weighting
-from aes_jax.losses.lm import masked_cross_entropy, token_nll
+from aes_jax.losses.blockwise import token_nll_of_block
+from aes_jax.losses.reduce import masked_mean
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.tasks import llama_aes_scoring
 from aes_jax.tasks.capabilities import EssaysRead
@@ -221,20 +222,42 @@ class LlamaAesTask:
     def _lm_trainable(self, trainable: dict) -> dict:
         return {k: v for k, v in trainable.items() if k != "loss_weights"}
 
-    def loss_terms(self, logits, batch, lm_head) -> dict[str, jax.Array]:
+    def token_values(self, lm_trainable, frozen, batch, rng=None, *, emo: bool = False
+                     ) -> tuple[dict[str, jax.Array], jax.Array | None]:
+        """Per token: NLL, the digit logits and (with `emo`) EMO's mixture q, computed a
+        block of tokens at a time (the part's loss_block_tokens) so no [B, T, vocab]
+        logits exist; -> (values [B, T, ...], EMO's cost embedding or None)."""
         o = self.options
-        terms = {"ce": masked_cross_entropy(logits, batch["targets"], batch["loss_mask"])}
-        ids, values = (jnp.asarray(x) for x in self.digit_tokens)
+        ids = jnp.asarray(self.digit_tokens[0])
+        e = (emo_lib.cost_embedding(self.lm.lm_head(lm_trainable, frozen)) if emo else None)
+
+        def per_token(logits, labels):
+            out = {"nll": token_nll_of_block(logits, labels),
+                   "digits": jnp.take(logits, ids, axis=-1)}
+            if e is not None:
+                out["emo_q"] = (emo_lib.mixture_topk(logits, labels, e,
+                                                     min(o.emo_topk, logits.shape[-1]))
+                                if o.emo_type == "topk" else
+                                emo_lib.mixture_full(logits, labels, e))
+            return out
+
+        # Targets are real ids everywhere (masks pick the positions each term reads).
+        values = self.lm.per_token(lm_trainable, frozen, batch["input_ids"],
+                                   jnp.maximum(batch["targets"], 0), per_token, rng=rng)
+        return values, e
+
+    def loss_terms(self, values: dict, e: jax.Array | None, batch) -> dict[str, jax.Array]:
+        o = self.options
+        terms = {"ce": masked_mean(values["nll"], batch["loss_mask"])}
+        ids, digit_values = (jnp.asarray(x) for x in self.digit_tokens)
         if "ntl" in o.active_terms:
             ntl_fn = number_tokens.ntl_mse if o.ntl_type == "mse" else number_tokens.ntl_wasserstein
-            terms["ntl"] = ntl_fn(logits, batch["targets"], batch["digit_mask"], ids, values)
+            terms["ntl"] = ntl_fn(values["digits"], batch["targets"], batch["digit_mask"], ids,
+                                  digit_values, digits_only=True)
         if "emo" in o.active_terms:
-            if o.emo_type == "topk":
-                terms["emo"] = emo_lib.emo_topk(logits, batch["targets"], batch["feedback_mask"],
-                                                lm_head, k=o.emo_topk, normalize=o.emo_normalize)
-            else:
-                terms["emo"] = emo_lib.emo_full(logits, batch["targets"], batch["feedback_mask"],
-                                                lm_head, normalize=o.emo_normalize)
+            gold = jnp.maximum(batch["targets"], 0)
+            terms["emo"] = emo_lib.loss_from_mixture(values["emo_q"], e, gold,
+                                                     batch["feedback_mask"], o.emo_normalize)
         return terms
 
     def combine(self, terms: dict[str, jax.Array], trainable) -> jax.Array:
@@ -250,16 +273,17 @@ class LlamaAesTask:
 
     def loss(self, trainable, frozen, batch, rng, step):
         lm_trainable = self._lm_trainable(trainable)
-        logits = self.lm.logits(lm_trainable, frozen, batch["input_ids"], rng=rng)
-        terms = self.loss_terms(logits, batch, self.lm.lm_head(lm_trainable, frozen))
+        values, e = self.token_values(lm_trainable, frozen, batch, rng,
+                                      emo="emo" in self.options.active_terms)
+        terms = self.loss_terms(values, e, batch)
         return self.combine(terms, trainable), {f"{k}_loss": v for k, v in terms.items()}
 
-    def teacher_forced_digits(self, logits, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def teacher_forced_digits(self, digit_logits, batch
+                              ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """At each gold score position: (expected digit, argmax digit, gold digit), [B, K].
         The previous digits are the gold ones, so this is an optimistic dev signal; the
         honest figures come from free generation (eval/llm_scoring.py)."""
-        ids, values = (jnp.asarray(x) for x in self.digit_tokens)
-        digit_logits = logits[..., ids]
+        values = jnp.asarray(self.digit_tokens[1])
         expected = jax.nn.softmax(digit_logits, axis=-1) @ values
         argmax = values[jnp.argmax(digit_logits, axis=-1)]
         onehot = (batch["trait_index"][..., None] == jnp.arange(len(self.traits))).astype(
@@ -270,10 +294,10 @@ class LlamaAesTask:
         return per_trait(expected), per_trait(argmax), per_trait(batch["digit_value"])
 
     def eval_step(self, trainable, frozen, batch) -> dict[str, jax.Array]:
-        logits = self.lm.logits(self._lm_trainable(trainable), frozen, batch["input_ids"])
+        values, _ = self.token_values(self._lm_trainable(trainable), frozen, batch)
         mask = batch["loss_mask"].astype(jnp.float32) * batch["weight"][:, None]
-        expected, argmax, gold = self.teacher_forced_digits(logits, batch)
-        return {"loss_sum": jnp.sum(token_nll(logits, batch["targets"]) * mask),
+        expected, argmax, gold = self.teacher_forced_digits(values["digits"], batch)
+        return {"loss_sum": jnp.sum(values["nll"] * mask),
                 "loss_count": jnp.sum(mask), "tf_expected": expected, "tf_argmax": argmax,
                 "gold": gold, "weight": batch["weight"]}
 

@@ -15,7 +15,8 @@ import numpy as np
 from aes_jax.data import pipeline
 from aes_jax.data.demo_text import write_demo_corpus
 from aes_jax.eval.metrics import lm_summary
-from aes_jax.losses.lm import masked_cross_entropy, nll_sums
+from aes_jax.losses.lm import masked_labels, summed_nll
+from aes_jax.losses.reduce import masked_mean
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,14 @@ class LMLoraTask:
         return self.lm.logical_axes()
 
     def loss(self, trainable, frozen, batch, rng, step):
-        logits = self.lm.logits(trainable, frozen, batch["input_ids"], rng=rng)
-        return masked_cross_entropy(logits, batch["targets"], batch["loss_mask"]), {}
+        nll = self.lm.token_nll(trainable, frozen, batch["input_ids"],
+                                masked_labels(batch["targets"], batch["loss_mask"]), rng=rng)
+        return masked_mean(nll, batch["loss_mask"]), {}
 
     def eval_step(self, trainable, frozen, batch) -> dict[str, jax.Array]:
-        logits = self.lm.logits(trainable, frozen, batch["input_ids"])
-        return nll_sums(logits, batch["targets"], batch["loss_mask"], batch["weight"])
+        nll = self.lm.token_nll(trainable, frozen, batch["input_ids"],
+                                masked_labels(batch["targets"], batch["loss_mask"]))
+        return summed_nll(nll, batch["loss_mask"], batch["weight"])
 
     def summarize(self, outputs: list[dict]) -> dict[str, float]:
         return lm_summary(outputs)

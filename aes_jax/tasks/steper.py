@@ -31,7 +31,6 @@ from aes_jax.data import stepwise as sw
 from aes_jax.data.chat_rows import CutCounts, completion_rows, encode_completion, encode_prompt
 from aes_jax.data.stepwise_dataset import BuildOptions, build_stepwise
 from aes_jax.losses import weighting
-from aes_jax.losses.lm import token_nll
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 
 log = logging.getLogger(__name__)
@@ -181,12 +180,12 @@ class SteperTask:
         return {k: v for k, v in trainable.items() if k != "log_vars"}
 
     def _type_losses(self, trainable, frozen, batch, rng=None):
-        logits = self.lm.logits(self.model_part(trainable), frozen, batch["input_ids"],
+        nll = self.lm.token_nll(self.model_part(trainable), frozen, batch["input_ids"],
+                                jnp.where(batch["loss_mask"], batch["targets"], 0),
                                 attention_mask=batch["attention_mask"], rng=rng)
         mask = batch["loss_mask"].astype(jnp.float32)
         if "weight" in batch:
             mask = mask * batch["weight"][:, None]
-        nll = token_nll(logits, jnp.where(batch["loss_mask"], batch["targets"], 0))
         return nll, mask
 
     def loss(self, trainable, frozen, batch, rng, step):
