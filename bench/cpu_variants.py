@@ -41,6 +41,13 @@ VARIANT_TABLE = {
     "unrolled_layers": ({"scan_layers": False}, ""),
     "remat_full": ({"remat": "full"}, ""),
     "remat_dots": ({"remat": "dots_with_no_batch_dims_saveable"}, ""),
+    # XLA:CPU backends for dots and fusions (jaxlib's own flags; numerics unchanged)
+    "xla_onednn": ({}, "--xla_cpu_use_onednn=true "
+                       "--xla_cpu_experimental_onednn_custom_call=true"),
+    "xla_xnnpack": ({}, "--xla_cpu_use_xnnpack=true"),
+    "xla_xnn_greedy": ({}, "--xla_cpu_experimental_xnn_graph_fusion_mode="
+                           "XNN_GRAPH_FUSION_MODE_GREEDY"),
+    "xla_vector_512": ({}, "--xla_cpu_prefer_vector_width=512"),
 }
 
 

@@ -98,3 +98,14 @@ def test_model_logits_and_greedy_tokens_agree(llama3_dir, rng):
         np.testing.assert_allclose(results[impl][0], results["einsum"][0], atol=2e-5,
                                    err_msg=impl)
         np.testing.assert_array_equal(results[impl][1], results["einsum"][1], err_msg=impl)
+
+
+def test_cudnn_falls_back_to_xla_where_refused(rng):
+    # No GPU here: cuDNN refuses at trace time, and the call still gives XLA's answer.
+    q, k, v = _qkv(rng)
+    mask = _padded_mask(3, 13)
+    live = _attended(mask)[:, :, None, None]
+    got = attn.attention(q, k, v, mask, "cudnn")
+    np.testing.assert_allclose(np.asarray(got) * live,
+                               np.asarray(attn.attention(q, k, v, mask, "einsum")) * live,
+                               atol=2e-6, rtol=1e-5)

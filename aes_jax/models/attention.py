@@ -16,6 +16,7 @@ padding rows and are masked out of every loss.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import NamedTuple
 
@@ -70,6 +71,23 @@ def attention(q: Array, k: Array, v: Array, mask: CausalMask, implementation: st
         return grouped_attention(q, k, v, mask.dense())
     if implementation == "chunked":
         return chunked_attention(q, k, v, mask, block_size)
+    if implementation == "cudnn":
+        try:
+            return _fused(q, k, v, mask, "cudnn")
+        except (ValueError, NotImplementedError, RuntimeError) as err:
+            # cuDNN refuses some shapes / dtypes / GPUs when the call is traced: the
+            # same math through XLA, once said, rather than failing the run.
+            if not _warned:
+                logging.warning("cuDNN attention unavailable (%s); using XLA's", err)
+                _warned.append(True)
+            return _fused(q, k, v, mask, "xla")
+    return _fused(q, k, v, mask, implementation)
+
+
+_warned: list[bool] = []
+
+
+def _fused(q: Array, k: Array, v: Array, mask: CausalMask, implementation: str) -> Array:
     # jax.nn wants the mask as [B, N, T, S]; N = 1 broadcasts over heads.
     return jax.nn.dot_product_attention(
         q, k.astype(q.dtype), v.astype(q.dtype), mask=mask.dense()[:, None],
