@@ -48,7 +48,10 @@ def add_causal_lm(c: ml_collections.ConfigDict, *, tiny: bool, lora_rank: int = 
     # "" = keep activations; "full" = recompute each layer in backward; or a policy that
     # saves some of them: "dots_saveable", "dots_with_no_batch_dims_saveable", ...
     c.remat = ""
-    c.attention = "auto"  # "auto" (cuDNN flash on GPU in bf16, else XLA), einsum, xla, chunked
+    # "auto" (cuDNN flash on GPU in bf16; elsewhere chunked for inputs longer than one
+    # tile, else XLA), einsum, xla, cudnn, chunked
+    c.attention = "auto"
+    c.attention_block = 256  # tile of the chunked attention
     c.loss_block_tokens = 1024  # tokens per blockwise-loss block; 0 = full [B, T, V] logits
 
 

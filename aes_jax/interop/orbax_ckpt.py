@@ -21,7 +21,8 @@ from aes_jax.interop.hf import TOKENIZER_FILES, CheckpointError, PathLike
 from aes_jax.models.llama import Llama, LlamaConfig
 
 CONFIG_FILE = "llama_config.json"
-_RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention")
+_RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "attention",
+                   "attention_block")
 
 
 def save_model(out_dir: PathLike, cfg: LlamaConfig, params: dict,

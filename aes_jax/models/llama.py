@@ -84,9 +84,10 @@ class LlamaConfig:
     param_dtype: str = "float32"  # dtype of freshly initialised params
     scan_layers: bool = True
     remat: bool | str = False  # True / "full" (save nothing) or a REMAT_POLICIES name
-    # attention.IMPLEMENTATIONS; "auto" = cuDNN flash on GPU in 16 bits, else XLA's.
+    # attention.IMPLEMENTATIONS; "auto" = cuDNN flash on GPU in 16 bits, elsewhere the
+    # chunked one for inputs longer than a tile, else XLA's.
     attention: str = "auto"
-    attention_block: int = 512  # query / key tile of the chunked implementation
+    attention_block: int = 256  # query / key tile of the chunked implementation
     lora: lora_lib.LoraConfig | None = None  # adapters in the "lora" collection
 
     def __post_init__(self):

@@ -41,6 +41,7 @@ class CausalLMSpec:
     scan_layers: bool = True
     remat: bool | str = False  # or a jax.checkpoint_policies name (models.llama.REMAT_POLICIES)
     attention: str = "auto"  # models.attention.IMPLEMENTATIONS
+    attention_block: int = 256  # tile of the chunked implementation
     # Tokens per block of the blockwise loss (losses.blockwise); 0 = full logits.
     loss_block_tokens: int = 1024
 
@@ -60,7 +61,7 @@ class CausalLM:
     def __init__(self, spec: CausalLMSpec):
         self.spec = spec
         runtime = dict(dtype=spec.dtype, scan_layers=spec.scan_layers, remat=spec.remat,
-                       attention=spec.attention)
+                       attention=spec.attention, attention_block=spec.attention_block)
         self._gguf_params = None
         if spec.model == "tiny":
             self.path = None
@@ -115,7 +116,8 @@ class CausalLM:
             return self._gguf_params
         _, params = hf.load_llama(self.path, param_dtype=self.spec.param_dtype,
                                   dtype=self.spec.dtype, scan_layers=self.spec.scan_layers,
-                                  remat=self.spec.remat, attention=self.spec.attention)
+                                  remat=self.spec.remat, attention=self.spec.attention,
+                                  attention_block=self.spec.attention_block)
         return params
 
     def init(self, rng: jax.Array) -> tuple[dict, dict]:

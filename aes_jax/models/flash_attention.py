@@ -1,0 +1,154 @@
+"""Tiled causal attention with FlashAttention's forward and backward recurrences in plain
+JAX (Dao et al. 2022, 2023), for backends without a fused kernel (CPU, TPU without
+Pallas): scores exist one [block_q, block_k] tile at a time, never as [T, S].
+
+Forward: per query tile, an online softmax over key tiles (running max m, sum l, output
+accumulator); saved for the backward: q, k, v, the output and lse = m + log l per query.
+Backward (custom VJP, no activations stored per tile): per tile, p = exp(s - lse) is
+recomputed, then with delta = rowsum(dO * O): dV += p^T dO, dS = p * (dO V^T - delta),
+dQ += dS K, dK += dS^T Q. Two passes: dQ over query tiles, dK / dV over key tiles.
+Tiles wholly above the causal diagonal are skipped in every pass.
+
+Layout: q [B, T, KV, G, D] (G query heads per KV head), k / v [B, S, KV, D], kv_valid
+[B, S] bool, query_slot [T] int32 (key s is visible to query i iff valid and s <= slot);
+T and S are multiples of the tile sizes (the caller pads). A query that sees no key
+comes out as zeros and passes no gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+_FILL = float(jnp.finfo(jnp.float32).min)
+_F32 = jnp.float32
+
+
+def _visible(kv_valid: Array, query_slot: Array, i, j, bq: int, bk: int) -> Array:
+    """[B, 1, 1, bq, bk] bool for query tile i, key tile j."""
+    slots = jax.lax.dynamic_slice_in_dim(query_slot, i * bq, bq)
+    keys = j * bk + jnp.arange(bk)
+    valid = jax.lax.dynamic_slice_in_dim(kv_valid, j * bk, bk, axis=1)
+    return ((keys[None, :] <= slots[:, None])[None] & valid[:, None, :])[:, None, None]
+
+
+def _last_slot(query_slot: Array, i, bq: int) -> Array:
+    return jnp.max(jax.lax.dynamic_slice_in_dim(query_slot, i * bq, bq))
+
+
+def _scores(q_blk: Array, k_blk: Array, visible: Array, scale: float) -> Array:
+    s = jnp.einsum("btkgd,bskd->bkgts", q_blk, k_blk).astype(_F32) * scale
+    return jnp.where(visible, s, _FILL)
+
+
+def _tile(x: Array, index, size: int, axis: int = 1) -> Array:
+    return jax.lax.dynamic_slice_in_dim(x, index * size, size, axis=axis)
+
+
+def _forward(q, k, v, kv_valid, query_slot, bq: int, bk: int):
+    b, t, kv, g, d = q.shape
+    n_q, n_k = t // bq, k.shape[1] // bk
+    scale = 1.0 / math.sqrt(d)
+
+    def query_tile(i):
+        q_blk = _tile(q, i, bq)
+        last = _last_slot(query_slot, i, bq)
+
+        def update(carry, j):
+            m, l, acc = carry
+            visible = _visible(kv_valid, query_slot, i, j, bq, bk)
+            s = _scores(q_blk, _tile(k, j, bk), visible, scale)
+            m_new = jnp.maximum(m, s.max(-1))
+            # While a row has seen no visible key, m_new is the fill itself and
+            # exp(fill - fill) = 1 would count masked keys: zero them explicitly.
+            p = jnp.where(visible, jnp.exp(s - m_new[..., None]), 0.0)
+            correction = jnp.exp(m - m_new)
+            pv = jnp.einsum("bkgts,bskd->bkgtd", p.astype(q.dtype), _tile(v, j, bk))
+            return m_new, l * correction + p.sum(-1), acc * correction[..., None] + pv.astype(_F32)
+
+        def key_tile(carry, j):
+            return jax.lax.cond(j * bk <= last, update, lambda c, _: c, carry, j), None
+
+        shape = (b, kv, g, bq)
+        init = (jnp.full(shape, _FILL), jnp.zeros(shape), jnp.zeros((*shape, d)))
+        (m, l, acc), _ = jax.lax.scan(key_tile, init, jnp.arange(n_k))
+        out = acc / jnp.maximum(l, 1e-30)[..., None]
+        lse = jnp.where(l > 0, m + jnp.log(jnp.maximum(l, 1e-30)), 0.0)
+        return jnp.einsum("bkgtd->btkgd", out).astype(q.dtype), lse
+
+    outs, lses = jax.lax.map(query_tile, jnp.arange(n_q))  # [n_q, B, bq, ...], [n_q, B, KV, G, bq]
+    out = jnp.moveaxis(outs, 0, 1).reshape(q.shape)
+    lse = jnp.moveaxis(lses, 0, 3).reshape(b, kv, g, t)
+    return out, lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def flash_attention(q: Array, k: Array, v: Array, kv_valid: Array, query_slot: Array,
+                    bq: int, bk: int) -> Array:
+    """[B, T, KV, G, D] attention output in q's dtype (layout: module docstring)."""
+    return _forward(q, k, v, kv_valid, query_slot, bq, bk)[0]
+
+
+def _fwd(q, k, v, kv_valid, query_slot, bq, bk):
+    out, lse = _forward(q, k, v, kv_valid, query_slot, bq, bk)
+    return out, (q, k, v, kv_valid, query_slot, out, lse)
+
+
+def _bwd(bq, bk, residuals, d_out):
+    q, k, v, kv_valid, query_slot, out, lse = residuals
+    b, t, kv, g, d = q.shape
+    n_q, n_k = t // bq, k.shape[1] // bk
+    scale = 1.0 / math.sqrt(d)
+    d_out = d_out.astype(_F32)
+    delta = jnp.einsum("btkgd,btkgd->bkgt", d_out, out.astype(_F32))
+
+    def tile_grads(i, j):
+        """(q tile, k tile, dO tile, p, dS) of tile (i, j), all float32."""
+        q_blk, k_blk, v_blk = _tile(q, i, bq), _tile(k, j, bk), _tile(v, j, bk)
+        visible = _visible(kv_valid, query_slot, i, j, bq, bk)
+        s = _scores(q_blk, k_blk, visible, scale)
+        p = jnp.where(visible, jnp.exp(s - _tile(lse, i, bq, axis=3)[..., None]), 0.0)
+        do_blk = _tile(d_out, i, bq)
+        dp = jnp.einsum("btkgd,bskd->bkgts", do_blk, v_blk.astype(_F32))
+        ds = p * (dp - _tile(delta, i, bq, axis=3)[..., None])
+        return q_blk.astype(_F32), k_blk.astype(_F32), do_blk, p, ds
+
+    def dq_tile(i):
+        last = _last_slot(query_slot, i, bq)
+
+        def step(acc, j):
+            def add(acc):
+                _, k_blk, _, _, ds = tile_grads(i, j)
+                return acc + jnp.einsum("bkgts,bskd->btkgd", ds, k_blk) * scale
+            return jax.lax.cond(j * bk <= last, add, lambda a: a, acc), None
+
+        return jax.lax.scan(step, jnp.zeros((b, bq, kv, g, d), _F32), jnp.arange(n_k))[0]
+
+    def dkv_tile(j):
+        def step(carry, i):
+            def add(carry):
+                dk, dv = carry
+                q_blk, _, do_blk, p, ds = tile_grads(i, j)
+                dv = dv + jnp.einsum("bkgts,btkgd->bskd", p, do_blk)
+                dk = dk + jnp.einsum("bkgts,btkgd->bskd", ds, q_blk) * scale
+                return dk, dv
+            needed = j * bk <= _last_slot(query_slot, i, bq)
+            return jax.lax.cond(needed, add, lambda c: c, carry), None
+
+        zeros = jnp.zeros((b, bk, kv, d), _F32)
+        return jax.lax.scan(step, (zeros, zeros), jnp.arange(n_q))[0]
+
+    dq = jnp.moveaxis(jax.lax.map(dq_tile, jnp.arange(n_q)), 0, 1).reshape(q.shape)
+    dk, dv = jax.lax.map(dkv_tile, jnp.arange(n_k))
+    dk = jnp.moveaxis(dk, 0, 1).reshape(k.shape)
+    dv = jnp.moveaxis(dv, 0, 1).reshape(v.shape)
+    no_grad = [np.zeros(x.shape, jax.dtypes.float0) for x in (kv_valid, query_slot)]
+    return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), *no_grad)
+
+
+flash_attention.defvjp(_fwd, _bwd)
