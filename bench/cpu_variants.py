@@ -34,8 +34,10 @@ WORKER = flags.DEFINE_string("worker", "", "Internal: run one variant, print its
 VARIANT_TABLE = {
     "baseline": ({}, ""),
     "attn_einsum": ({"attention": "einsum"}, ""),
+    "attn_xla": ({"attention": "xla"}, ""),
     "attn_chunked": ({"attention": "chunked"}, ""),
     "attn_chunked_256": ({"attention": "chunked", "attention_block": 256}, ""),
+    "attn_chunked_128": ({"attention": "chunked", "attention_block": 128}, ""),
     "attn_chunked_256_unrolled": ({"attention": "chunked", "attention_block": 256,
                                    "scan_layers": False}, ""),
     "loss_full_logits": ({"loss_block_tokens": 0}, ""),
