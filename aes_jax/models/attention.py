@@ -56,8 +56,8 @@ class CausalMask(NamedTuple):
 def resolve(implementation: str, dtype, platform: str | None = None, query_len: int = 1,
             block_size: int = 512) -> str:
     """`auto` -> cudnn on GPU for 16-bit activations; elsewhere chunked when the queries
-    span more than one tile (prefill, training: 1.34x the fwd+bwd of SmolLM2 at T=1024 on
-    CPU, `bench.cpu_variants`), else xla (decode steps, short inputs). Others unchanged."""
+    span more than one tile (prefill, training: 1.7x XLA's in the fwd+bwd of SmolLM2 at
+    T=1024 on CPU, `bench.cpu_variants`), else xla (decode steps, short inputs). Others unchanged."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"attention={implementation!r}: expected one of {IMPLEMENTATIONS}")
     if implementation != "auto":
