@@ -11,7 +11,8 @@ import pytest
 from aes_jax.data import stepwise as sw
 from aes_jax.data.multihop_demo import WorldSize, demo_examples
 from aes_jax.data.read_report import DataFormatError
-from aes_jax.data.stepwise_dataset import BuildOptions, build_stepwise
+from aes_jax.data.stepwise_dataset import BuildOptions
+from aes_jax.eval import stepwise_builder
 from aes_jax.eval.stepwise_inference import StepwiseAnswerer
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.retrieval.bm25 import BM25
@@ -98,7 +99,7 @@ def test_teacher_traces_are_kept_only_when_the_answer_is_right(tmp_path):
         def answer(self, questions):
             from aes_jax.eval.stepwise_inference import Trace
             return [Trace(q, [sw.Step("agg", "p", "So the answer is: x", (0,))],
-                          answer="Paris" if i == 0 else "nowhere")
+                          answer="the Paris." if i == 0 else "nowhere")
                     for i, q in enumerate(questions)]
 
     corpus = tmp_path / "hotpot.json"
@@ -106,8 +107,9 @@ def test_teacher_traces_are_kept_only_when_the_answer_is_right(tmp_path):
         {"_id": f"q{i}", "question": f"Q{i}?", "answer": "Paris",
          "context": [["Paris", ["Paris is in France."]], ["Rome", ["Rome is in Italy."]]],
          "supporting_facts": [["Paris", 0]]} for i in range(2)]))
-    manifest = build_stepwise([corpus], tmp_path / "out", BuildOptions(teacher="/teacher"),
-                              teacher=lambda options, index: Teacher())
+    manifest = stepwise_builder.build_stepwise(
+        [corpus], tmp_path / "out", BuildOptions(teacher="/teacher"),
+        teacher=lambda options, index: Teacher())
     split = manifest["splits"]["hotpot"]
     assert (split["records"], split["dropped"], manifest["passages"]) == (
         1, {"wrong_answer": 1}, 2)

@@ -22,11 +22,13 @@ from aes_jax.data import stepwise as sw
 from aes_jax.data.multihop import MultihopExample, read_multihop
 from aes_jax.data.multihop_demo import LABEL, write_demo_corpus
 from aes_jax.data.read_report import DataFormatError
-from aes_jax.eval.qa import exact_match
 from aes_jax.retrieval.bm25 import BM25
 
 # (options, the BM25 index) -> an object with answer(questions) -> traces (.steps, .answer)
 TeacherFactory = Callable[[Any, BM25], Any]
+# (teacher's answer, gold answer) -> keep the trace (eval.qa.exact_match: the official
+# HotpotQA normalisation; the eval layer supplies it with the teacher)
+AnswerMatch = Callable[[str, str], float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +73,12 @@ def passages_from_contexts(examples: Sequence[MultihopExample]) -> dict[str, str
 
 def build_stepwise(inputs: Sequence[str | Path], out_dir: str | Path, options: BuildOptions,
                    passages_file: str | Path | None = None,
-                   teacher: TeacherFactory | None = None) -> dict[str, Any]:
+                   teacher: TeacherFactory | None = None,
+                   answers_match: AnswerMatch | None = None) -> dict[str, Any]:
     """Writes OUT/<input stem>.jsonl per input file, OUT/bm25/ and OUT/manifest.json
     (returned). No inputs: the demo corpus is written to OUT/corpus/ and used.
-    `options.teacher` other than "oracle" needs `teacher`, which builds it."""
+    `options.teacher` other than "oracle" needs `teacher`, which builds it, and
+    `answers_match`, which decides whose traces are kept."""
     out = Path(out_dir)
     corpus = None
     if not inputs:
@@ -90,9 +94,10 @@ def build_stepwise(inputs: Sequence[str | Path], out_dir: str | Path, options: B
     index.save(out / "bm25")
     answerer = None
     if options.teacher != "oracle":
-        if teacher is None:
-            raise ValueError(f"teacher {options.teacher!r}: give a teacher factory "
-                             "(eval.stepwise_builder.llm_teacher) or use the oracle")
+        if teacher is None or answers_match is None:
+            raise ValueError(f"teacher {options.teacher!r}: give a teacher factory and an "
+                             "answer match (eval.stepwise_builder.build_stepwise) or use "
+                             "the oracle")
         answerer = teacher(options, index)
     splits = {}
     for name, read in reads.items():
@@ -115,7 +120,7 @@ def build_stepwise(inputs: Sequence[str | Path], out_dir: str | Path, options: B
                               desc=f"teacher traces: {name}", unit="batch"):
                 chunk = read.examples[start:start + options.batch_size]
                 for e, t in zip(chunk, answerer.answer([e.question for e in chunk])):
-                    if exact_match(t.answer, e.answer):
+                    if answers_match(t.answer, e.answer):
                         records.append(sw.StepwiseRecord(e.id, e.question, e.answer,
                                                          tuple(t.steps), options.teacher))
                     else:

@@ -7,8 +7,9 @@ from typing import Any, Sequence
 
 import jax
 
-from aes_jax.data.stepwise_dataset import BuildOptions
+from aes_jax.data.stepwise_dataset import BuildOptions, TeacherFactory
 from aes_jax.data.stepwise_dataset import build_stepwise as _build
+from aes_jax.eval import qa
 from aes_jax.eval.stepwise_inference import StepwiseAnswerer
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 from aes_jax.retrieval.bm25 import BM25
@@ -25,6 +26,9 @@ def llm_teacher(options: BuildOptions, index: BM25) -> StepwiseAnswerer:
 
 
 def build_stepwise(inputs: Sequence[Any], out_dir: Any, options: BuildOptions,
-                   passages_file: Any = None) -> dict[str, Any]:
-    """`data.stepwise_dataset.build_stepwise` with the LLM teacher for a non-oracle run."""
-    return _build(inputs, out_dir, options, passages_file, teacher=llm_teacher)
+                   passages_file: Any = None, teacher: TeacherFactory = llm_teacher
+                   ) -> dict[str, Any]:
+    """`data.stepwise_dataset.build_stepwise` with the LLM teacher for a non-oracle run,
+    keeping a trace only when its answer matches the gold one (official normalisation)."""
+    return _build(inputs, out_dir, options, passages_file, teacher=teacher,
+                  answers_match=qa.exact_match)
