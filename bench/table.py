@@ -13,6 +13,13 @@ def log(msg: str) -> None:
     print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
 
 
+def require_same_loss(name: str, abs_diff: float, atol: float) -> None:
+    """Refuses to report a speed ratio for two sides that did not compute the same thing."""
+    if not abs_diff <= atol:
+        raise AssertionError(f"{name}: step-1 losses differ by {abs_diff:.3g} > "
+                             f"--loss_atol={atol}: not the same computation")
+
+
 def print_aligned(lines: list[tuple[str, ...]]) -> None:
     """Prints rows of cells as a table: first column left-aligned, a rule under the header."""
     print("\n".join(aligned(lines)), flush=True)

@@ -71,6 +71,7 @@ from bench import llama_forward as lf
 from bench.llama_forward import (DEVICE, DTYPE, MODEL, OUT, REMAT, SEED, SEQ_LEN, STEPS,
                                  WARMUP, Timing, fmt_bytes, load_average, log,
                                  time_steps, torch_loss, torch_sync, write_json)
+from bench.table import require_same_loss
 from aes_jax.interop import hf
 from aes_jax.interop.torch_ref import llama as torch_llama
 from aes_jax.losses.lm import masked_labels
@@ -268,9 +269,7 @@ def check_torch_against(name: str, tt: TorchTrainer, jax_losses: dict[str, float
     log(f"{name} parity: step-1 loss jax {jax_losses['jax_loss_1']:.6f} torch "
         f"{out['torch_loss_1']:.6f} (|diff| {out['loss_1_abs_diff']:.3g}); step-2 |diff| "
         f"{out['loss_2_abs_diff']:.3g}; first step (compiles) {out['first_step_s']:.1f}s")
-    if not out["loss_1_abs_diff"] <= atol:
-        raise AssertionError(f"{name}: step-1 losses differ by {out['loss_1_abs_diff']:.3g} > "
-                             f"--loss_atol={atol}: not the same computation")
+    require_same_loss(name, out["loss_1_abs_diff"], atol)
     return out
 
 
@@ -292,9 +291,7 @@ def check_first_steps(mode: str, jt: JaxTrainer, tt: TorchTrainer, atol: float) 
         f"torch {out['torch_grad_norm_1']:.6g} (|diff| {out['grad_norm_1_abs_diff']:.3g}); "
         f"step-2 loss jax {out['jax_loss_2']:.6f} torch {out['torch_loss_2']:.6f} "
         f"(|diff| {out['loss_2_abs_diff']:.3g})")
-    if not out["loss_1_abs_diff"] <= atol:
-        raise AssertionError(f"{mode}: step-1 losses differ by {out['loss_1_abs_diff']:.3g} > "
-                             f"--loss_atol={atol}: not the same computation")
+    require_same_loss(mode, out["loss_1_abs_diff"], atol)
     return out
 
 

@@ -62,6 +62,7 @@ from absl import app, flags
 from bench.llama_forward import (BATCH, DEVICE, OUT, SEED, SEQ_LEN, STEPS, WARMUP,
                                  fmt_bytes, jax_peak_bytes, load_average, log, print_aligned,
                                  time_steps, torch_sync, write_json)
+from bench.table import require_same_loss
 from aes_jax.interop.torch_ref import llama as torch_llama
 from aes_jax.interop.torch_ref.trm import TorchTRM, load_jax_params
 from aes_jax.models.trm import TRM, TRMConfig, init_params
@@ -252,9 +253,7 @@ def check_first_steps(variant: str, jt: JaxTrainer, tt: TorchTrainer, sync, atol
             f"{out[f'loss_{k}_abs_diff']:.2g}); grad norm jax {out[f'jax_grad_norm_{k}']:.6g} "
             f"torch {out[f'torch_grad_norm_{k}']:.6g} (rel diff "
             f"{out[f'grad_norm_{k}_rel_diff']:.2g})")
-    if not out["loss_1_abs_diff"] <= atol:
-        raise AssertionError(f"{variant}: step-1 losses differ by {out['loss_1_abs_diff']:.3g} "
-                             f"> --loss_atol={atol}: not the same computation")
+    require_same_loss(variant, out["loss_1_abs_diff"], atol)
     return out
 
 

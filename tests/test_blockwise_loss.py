@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aes_jax.losses import lm
-from aes_jax.losses.blockwise import blockwise_token_nll, head_columns
+from aes_jax.losses.blockwise import blockwise_token_nll
 from aes_jax.parts.causal_lm import CausalLM, CausalLMSpec
 
 
@@ -51,14 +51,6 @@ def test_bfloat16_states_keep_float32_logits(rng):
     # the model's head returns bf16 logits: within their rounding (2^-8 relative)
     model_like = jnp.einsum("btd,vd->btv", h16, w16).astype(jnp.float32)
     np.testing.assert_allclose(got, lm.token_nll(model_like, labels), rtol=2e-2)
-
-
-def test_head_columns(rng):
-    hidden, head, _ = _inputs(rng)
-    columns = [3, 17, 4]
-    full = jnp.einsum("btd,vd->btv", hidden, head)
-    np.testing.assert_allclose(head_columns(hidden, head, columns), full[..., columns],
-                               rtol=1e-6, atol=1e-6)
 
 
 def test_model_part_loss_and_gradients_with_and_without_blocks(rng):

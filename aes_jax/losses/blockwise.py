@@ -63,10 +63,3 @@ def blockwise_map(hidden: Array, head: Array, labels: Array,
     out = jax.lax.map(one_block, (flat_h.reshape(-1, block, d), flat_y.reshape(-1, block)))
     return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:])[:n].reshape(b, t, *x.shape[2:]),
                         out)
-
-
-def head_columns(hidden: Array, head: Array, columns: Array) -> Array:
-    """Logits of a few vocabulary columns only (e.g. the digit tokens): [B, T, len(columns)]
-    float32, the same numbers as (hidden @ head.T)[..., columns]."""
-    rows = jnp.take(head, jnp.asarray(columns, jnp.int32), axis=0).astype(hidden.dtype)
-    return jnp.einsum("btd,cd->btc", hidden, rows, preferred_element_type=jnp.float32)

@@ -28,7 +28,7 @@ def _digit_distribution(logits: Array, labels: Array, mask: Array, digit_ids: Ar
                         digit_values: Array, digits_only: bool = False
                         ) -> tuple[Array, Array, Array, Array]:
     """Shared part of both NTL losses. `digits_only`: `logits` already holds just the
-    digit columns [B, T, K] (e.g. `losses.blockwise.head_columns`).
+    digit columns [B, T, K] (as LLaMA-AES's blockwise loss gathers them per block).
 
     Returns p [B, T, K] (softmax over the digit logits only), values [K], the gold
     value y [B, T] (0 where the label is not a digit), and the weight [B, T] of the

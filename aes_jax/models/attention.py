@@ -23,7 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from aes_jax.models.flash_attention import flash_attention
+from aes_jax.models.flash_attention import flash_attention, visible
 
 Array = jax.Array
 
@@ -40,17 +40,10 @@ class CausalMask(NamedTuple):
     kv_valid: Array  # [B, S] bool: the slot holds a real token
     query_slot: Array  # [T] int32: each query's own slot (cache index + position in call)
 
-    def block(self, q_start: Array | int, q_len: int, k_start: Array | int,
-              k_len: int) -> Array:
-        """[B, q_len, k_len] bool for queries q_start.. and keys k_start..."""
-        slots = jax.lax.dynamic_slice_in_dim(self.query_slot, q_start, q_len)
-        keys = k_start + jnp.arange(k_len)
-        valid = jax.lax.dynamic_slice_in_dim(self.kv_valid, k_start, k_len, axis=1)
-        return (keys[None, :] <= slots[:, None])[None] & valid[:, None, :]
-
     def dense(self) -> Array:
         """[B, T, S] bool."""
-        return self.block(0, self.query_slot.shape[0], 0, self.kv_valid.shape[1])
+        return visible(self.kv_valid, self.query_slot, 0, self.query_slot.shape[0], 0,
+                       self.kv_valid.shape[1])
 
 
 def resolve(implementation: str, dtype, platform: str | None = None, query_len: int = 1,

@@ -29,12 +29,18 @@ _FILL = float(jnp.finfo(jnp.float32).min)
 _F32 = jnp.float32
 
 
+def visible(kv_valid: Array, query_slot: Array, q_start, q_len: int, k_start,
+            k_len: int) -> Array:
+    """[B, q_len, k_len] bool: key k_start + s is visible to query q_start + i."""
+    slots = jax.lax.dynamic_slice_in_dim(query_slot, q_start, q_len)
+    keys = k_start + jnp.arange(k_len)
+    valid = jax.lax.dynamic_slice_in_dim(kv_valid, k_start, k_len, axis=1)
+    return (keys[None, :] <= slots[:, None])[None] & valid[:, None, :]
+
+
 def _visible(kv_valid: Array, query_slot: Array, i, j, bq: int, bk: int) -> Array:
     """[B, 1, 1, bq, bk] bool for query tile i, key tile j."""
-    slots = jax.lax.dynamic_slice_in_dim(query_slot, i * bq, bq)
-    keys = j * bk + jnp.arange(bk)
-    valid = jax.lax.dynamic_slice_in_dim(kv_valid, j * bk, bk, axis=1)
-    return ((keys[None, :] <= slots[:, None])[None] & valid[:, None, :])[:, None, None]
+    return visible(kv_valid, query_slot, i * bq, bq, j * bk, bk)[:, None, None]
 
 
 def _last_slot(query_slot: Array, i, bq: int) -> Array:
