@@ -76,6 +76,8 @@ def test_chunked_with_a_cache_offset(rng):
 def test_resolve_and_unknown_names():
     assert attn.resolve("auto", jnp.float32, "cpu") == "xla"  # one tile of queries
     assert attn.resolve("auto", jnp.float32, "cpu", query_len=1024, block_size=256) == "chunked"
+    assert attn.resolve("auto", jnp.float32, "cpu", query_len=256, block_size=256) == "chunked"
+    assert attn.resolve("auto", jnp.float32, "cpu", query_len=255, block_size=256) == "xla"
     assert attn.resolve("auto", jnp.bfloat16, "gpu") == "cudnn"
     assert attn.resolve("auto", jnp.float32, "gpu") == "xla"
     assert attn.resolve("chunked", jnp.bfloat16, "gpu") == "chunked"

@@ -38,62 +38,69 @@ def visible(kv_valid: Array, query_slot: Array, q_start, q_len: int, k_start,
     return (keys[None, :] <= slots[:, None])[None] & valid[:, None, :]
 
 
-def _visible(kv_valid: Array, query_slot: Array, i, j, bq: int, bk: int) -> Array:
-    """[B, 1, 1, bq, bk] bool for query tile i, key tile j."""
-    return visible(kv_valid, query_slot, i * bq, bq, j * bk, bk)[:, None, None]
-
-
-def _last_slot(query_slot: Array, i, bq: int) -> Array:
-    return jnp.max(jax.lax.dynamic_slice_in_dim(query_slot, i * bq, bq))
-
-
-def _scores(q_blk: Array, k_blk: Array, visible: Array, scale: float) -> Array:
-    s = jnp.einsum("bkgtd,bksd->bkgts", q_blk, k_blk).astype(_F32) * scale
-    return jnp.where(visible, s, _FILL)
-
-
 def _tile(x: Array, index, size: int, axis: int) -> Array:
     return jax.lax.dynamic_slice_in_dim(x, index * size, size, axis=axis)
 
 
-# Inside, everything is head-major (q [B, KV, G, T, D], k / v [B, KV, S, D]): the batch
-# dimensions of every tile product lead, so XLA runs them without a transpose per tile
-# (2x faster on CPU than the token-major layout).
+def _tile_kinds(kv_valid: Array, query_slot: Array, bq: int, bk: int) -> Array:
+    """[n_q, n_k] int32: 0 = no key visible (skipped), 1 = some keys (masked),
+    2 = every key visible to every query (no mask: the dots and one exp pass only)."""
+    slots = query_slot.reshape(-1, bq)
+    keys = jnp.arange(kv_valid.shape[1]).reshape(-1, bk)
+    any_visible = keys[None, :, 0] <= slots.max(1)[:, None]
+    key_tile_valid = kv_valid.reshape(kv_valid.shape[0], -1, bk).all(axis=(0, 2))
+    all_visible = (keys[None, :, -1] <= slots.min(1)[:, None]) & key_tile_valid[None, :]
+    return any_visible.astype(jnp.int32) + all_visible.astype(jnp.int32)
+
+
+def _masked(s: Array, kv_valid: Array, query_slot: Array, i, j, bq: int, bk: int) -> Array:
+    keep = visible(kv_valid, query_slot, i * bq, bq, j * bk, bk)[:, None, None]
+    return jnp.where(keep, s, _FILL)
+
+
+# Inside, everything is head-major with the scale folded into q: q [B, KV, G, T, D],
+# k^T [B, KV, D, S], v [B, KV, S, D], so every tile product is a plain batched matmul
+# in the layout XLA's CPU kernels take without a copy per tile.
 def _heads_first(q: Array, k: Array, v: Array) -> tuple[Array, Array, Array]:
-    return (jnp.einsum("btkgd->bkgtd", q), jnp.einsum("bskd->bksd", k),
-            jnp.einsum("bskd->bksd", v))
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    return (jnp.einsum("btkgd->bkgtd", q * jnp.asarray(scale, q.dtype)),
+            jnp.einsum("bskd->bkds", k), jnp.einsum("bskd->bksd", v))
 
 
-def _forward(q, k, v, kv_valid, query_slot, bq: int, bk: int):
-    """Head-major q, k, v -> (out [B, KV, G, T, D] in q's dtype, lse [B, KV, G, T])."""
+def _forward(q, kt, v, kv_valid, query_slot, bq: int, bk: int):
+    """Head-major q, k^T, v -> (out [B, KV, G, T, D] in q's dtype, lse [B, KV, G, T])."""
     b, kv, g, t, d = q.shape
-    n_q, n_k = t // bq, k.shape[2] // bk
-    scale = 1.0 / math.sqrt(d)
+    n_q, n_k = t // bq, kt.shape[3] // bk
+    kinds = _tile_kinds(kv_valid, query_slot, bq, bk)
 
     def query_tile(i):
         q_blk = _tile(q, i, bq, 3)
-        last = _last_slot(query_slot, i, bq)
 
-        def update(carry, j):
+        def update(carry, j, masked: bool):
             m, l, acc = carry
-            visible = _visible(kv_valid, query_slot, i, j, bq, bk)
-            s = _scores(q_blk, _tile(k, j, bk, 2), visible, scale)
+            s = jnp.einsum("bkgtd,bkds->bkgts", q_blk, _tile(kt, j, bk, 3)).astype(_F32)
+            if masked:
+                s = _masked(s, kv_valid, query_slot, i, j, bq, bk)
             m_new = jnp.maximum(m, s.max(-1))
-            # While a row has seen no visible key, m_new is the fill itself and
-            # exp(fill - fill) = 1 would count masked keys: zero them explicitly.
-            p = jnp.where(visible, jnp.exp(s - m_new[..., None]), 0.0)
+            # A row that has seen only masked keys has m_new == fill and counts them
+            # with p = 1; the first visible key wipes that (correction = exp(fill - m)
+            # = 0), and a row that never sees one is zeroed at the end.
+            p = jnp.exp(s - m_new[..., None])
             correction = jnp.exp(m - m_new)
-            pv = jnp.einsum("bkgts,bksd->bkgtd", p.astype(q.dtype), _tile(v, j, bk, 2))
+            pv = jnp.einsum("bkgts,bksd->bkgtd", p.astype(v.dtype), _tile(v, j, bk, 2))
             return m_new, l * correction + p.sum(-1), acc * correction[..., None] + pv.astype(_F32)
 
         def key_tile(carry, j):
-            return jax.lax.cond(j * bk <= last, update, lambda c, _: c, carry, j), None
+            branches = (lambda c, _: c, functools.partial(update, masked=True),
+                        functools.partial(update, masked=False))
+            return jax.lax.switch(kinds[i, j], branches, carry, j), None
 
         shape = (b, kv, g, bq)
         init = (jnp.full(shape, _FILL), jnp.zeros(shape), jnp.zeros((*shape, d)))
         (m, l, acc), _ = jax.lax.scan(key_tile, init, jnp.arange(n_k))
-        out = acc / jnp.maximum(l, 1e-30)[..., None]
-        lse = jnp.where(l > 0, m + jnp.log(jnp.maximum(l, 1e-30)), 0.0)
+        seen = m > _FILL
+        out = jnp.where(seen[..., None], acc / l[..., None], 0.0)
+        lse = jnp.where(seen, m + jnp.log(l), 0.0)
         return out.astype(q.dtype), lse
 
     outs, lses = jax.lax.map(query_tile, jnp.arange(n_q))  # [n_q, B, KV, G, bq, (D)]
@@ -110,57 +117,78 @@ def flash_attention(q: Array, k: Array, v: Array, kv_valid: Array, query_slot: A
 
 
 def _fwd(q, k, v, kv_valid, query_slot, bq, bk):
-    qh, kh, vh = _heads_first(q, k, v)
-    out, lse = _forward(qh, kh, vh, kv_valid, query_slot, bq, bk)
+    qh, kt, vh = _heads_first(q, k, v)
+    out, lse = _forward(qh, kt, vh, kv_valid, query_slot, bq, bk)
     return (jnp.einsum("bkgtd->btkgd", out),
-            (qh, kh, vh, kv_valid, query_slot, out, lse))
+            (qh, kt, vh, kv_valid, query_slot, out, lse))
+
+
+def _query_tiles(x: Array, bq: int) -> Array:
+    """[B, KV, G, T, ...] -> [n_q, B, KV, G * bq, ...]: query tile i, its G heads' rows
+    together, contiguous."""
+    b, kv, g, t = x.shape[:4]
+    x = x.reshape(b, kv, g, t // bq, bq, *x.shape[4:])
+    x = jnp.moveaxis(x, 3, 0)
+    return x.reshape(t // bq, b, kv, g * bq, *x.shape[5:])
 
 
 def _bwd(bq, bk, residuals, d_out):
-    q, k, v, kv_valid, query_slot, out, lse = residuals  # head-major
+    q, kt, v, kv_valid, query_slot, out, lse = residuals  # head-major, q scaled
     b, kv, g, t, d = q.shape
-    n_q, n_k = t // bq, k.shape[2] // bk
+    n_q, n_k = t // bq, kt.shape[3] // bk
     scale = 1.0 / math.sqrt(d)
+    kinds = _tile_kinds(kv_valid, query_slot, bq, bk)
     d_out = jnp.einsum("btkgd->bkgtd", d_out.astype(_F32))
     delta = jnp.einsum("bkgtd,bkgtd->bkgt", d_out, out.astype(_F32))
+    # Per tile everything is computed transposed (keys as rows: s^T, p^T, dS^T
+    # [B, KV, bk, G * bq]) and dQ is accumulated as dQ^T, so all five products are
+    # plain row-major matmuls: XLA:CPU transposes a fused dS per tile at 1 ms each.
+    q_rows = _query_tiles(q.astype(_F32), bq)  # [n_q, B, KV, G*bq, D]
+    q_cols = jnp.swapaxes(q_rows, -1, -2)
+    do_rows = _query_tiles(d_out, bq)
+    do_cols = jnp.swapaxes(do_rows, -1, -2)
+    lse_tiles, delta_tiles = _query_tiles(lse, bq), _query_tiles(delta, bq)
+    k_rows = jnp.swapaxes(kt, -1, -2).astype(_F32)
+    slot_tiles = jnp.tile(query_slot.reshape(n_q, 1, bq), (1, g, 1)).reshape(n_q, g * bq)
+    v_rows = v.astype(_F32)
 
-    def tile_grads(i, j):
-        """(q tile, k tile, dO tile, p, dS) of tile (i, j), all float32."""
-        q_blk, k_blk, v_blk = _tile(q, i, bq, 3), _tile(k, j, bk, 2), _tile(v, j, bk, 2)
-        visible = _visible(kv_valid, query_slot, i, j, bq, bk)
-        s = _scores(q_blk, k_blk, visible, scale)
-        p = jnp.where(visible, jnp.exp(s - _tile(lse, i, bq, 3)[..., None]), 0.0)
-        do_blk = _tile(d_out, i, bq, 3)
-        dp = jnp.einsum("bkgtd,bksd->bkgts", do_blk, v_blk.astype(_F32))
-        ds = p * (dp - _tile(delta, i, bq, 3)[..., None])
-        return q_blk.astype(_F32), k_blk.astype(_F32), do_blk, p, ds
+    def key_tile(dq_cols, j):
+        k_blk, v_blk = _tile(k_rows, j, bk, 2), _tile(v_rows, j, bk, 2)
+        kt_blk = _tile(kt, j, bk, 3).astype(_F32)
 
-    # One pass over key tiles (outer) and query tiles (inner): dK / dV of the key tile
-    # accumulate in the inner carry, dQ in a full-size buffer carried through both, so
-    # each tile's probabilities are recomputed once.
-    def key_tile(dq, j):
+        def add(carry, i, masked: bool):
+            dk, dv, dq_cols = carry
+            s_t = jnp.einsum("bksd,bkdn->bksn", k_blk, q_cols[i])
+            if masked:
+                keys = j * bk + jnp.arange(bk)
+                keep = ((keys[:, None] <= slot_tiles[i][None, :])[None]
+                        & _tile(kv_valid, j, bk, 1)[:, :, None])  # [B, bk, G * bq]
+                s_t = jnp.where(keep[:, None], s_t, _FILL)
+            p_t = jnp.exp(s_t - lse_tiles[i][:, :, None, :])
+            dp_t = jnp.einsum("bksd,bkdn->bksn", v_blk, do_cols[i])
+            ds_t = p_t * (dp_t - delta_tiles[i][:, :, None, :])
+            dv = dv + jnp.einsum("bksn,bknd->bksd", p_t, do_rows[i])
+            dk = dk + jnp.einsum("bksn,bknd->bksd", ds_t, q_rows[i])
+            dq_i = dq_cols[i] + jnp.einsum("bkds,bksn->bkdn", kt_blk, ds_t) * scale
+            return dk, dv, jax.lax.dynamic_update_index_in_dim(dq_cols, dq_i, i, 0)
+
         def query_tile(carry, i):
-            def add(carry):
-                dk, dv, dq = carry
-                q_blk, k_blk, do_blk, p, ds = tile_grads(i, j)
-                dv = dv + jnp.einsum("bkgts,bkgtd->bksd", p, do_blk)
-                dk = dk + jnp.einsum("bkgts,bkgtd->bksd", ds, q_blk) * scale
-                dq_blk = (_tile(dq, i, bq, 3)
-                          + jnp.einsum("bkgts,bksd->bkgtd", ds, k_blk) * scale)
-                return dk, dv, jax.lax.dynamic_update_slice_in_dim(dq, dq_blk, i * bq, axis=3)
-            needed = j * bk <= _last_slot(query_slot, i, bq)
-            return jax.lax.cond(needed, add, lambda c: c, carry), None
+            branches = (lambda c, _: c, functools.partial(add, masked=True),
+                        functools.partial(add, masked=False))
+            return jax.lax.switch(kinds[i, j], branches, carry, i), None
 
         zeros = jnp.zeros((b, kv, bk, d), _F32)
-        (dk, dv, dq), _ = jax.lax.scan(query_tile, (zeros, zeros, dq), jnp.arange(n_q))
-        return dq, (dk, dv)
+        (dk, dv, dq_cols), _ = jax.lax.scan(query_tile, (zeros, zeros, dq_cols),
+                                            jnp.arange(n_q))
+        return dq_cols, (dk, dv)
 
-    dq, (dk, dv) = jax.lax.scan(key_tile, jnp.zeros(q.shape, _F32), jnp.arange(n_k))
-    dq = jnp.einsum("bkgtd->btkgd", dq)
+    dq_cols, (dk, dv) = jax.lax.scan(key_tile, jnp.zeros_like(q_cols), jnp.arange(n_k))
+    dq = dq_cols.reshape(n_q, b, kv, d, g, bq)
+    dq = jnp.einsum("ibkdgt->bitkgd", dq).reshape(b, t, kv, g, d)
     dk = jnp.einsum("jbksd->bjskd", dk).reshape(b, n_k * bk, kv, d)
     dv = jnp.einsum("jbksd->bjskd", dv).reshape(b, n_k * bk, kv, d)
     no_grad = [np.zeros(x.shape, jax.dtypes.float0) for x in (kv_valid, query_slot)]
-    return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), *no_grad)
+    return (dq.astype(q.dtype), dk.astype(kt.dtype), dv.astype(v.dtype), *no_grad)
 
 
 flash_attention.defvjp(_fwd, _bwd)

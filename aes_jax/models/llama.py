@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from aes_jax.models import attention as attention_lib
+from aes_jax.models import linear
 from aes_jax.models import lora as lora_lib
+from aes_jax.models import norm_act
 from aes_jax.models.dtypes import compute_dtype
 
 Array = jax.Array
@@ -253,11 +255,7 @@ class RMSNorm(nn.Module):
     def __call__(self, x: Array) -> Array:
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (NORM,)),
                            (x.shape[-1],), compute_dtype(self.cfg.param_dtype))
-        x32 = x.astype(jnp.float32)
-        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True)
-                                     + self.cfg.rms_norm_eps)
-        dtype = compute_dtype(self.cfg.dtype)
-        return scale.astype(dtype) * normed.astype(dtype)
+        return norm_act.rms_norm(x, scale, self.cfg.rms_norm_eps, compute_dtype(self.cfg.dtype))
 
 
 class Projection(nn.Module):
@@ -267,14 +265,13 @@ class Projection(nn.Module):
     cfg: LlamaConfig
     shape: tuple[int, ...]
     axes: tuple[str, ...]
-    contract: str  # einsum spec, e.g. "btd,dhk->bthk"
     n_in: int = 1  # how many leading kernel dims are contracted with x
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         param_dtype, dtype = compute_dtype(self.cfg.param_dtype), compute_dtype(self.cfg.dtype)
         kernel = self.param("kernel", _init(self.cfg, self.axes), self.shape, param_dtype)
-        y = jnp.einsum(self.contract, x.astype(dtype), kernel.astype(dtype))
+        y = linear.project(x.astype(dtype), kernel.astype(dtype), self.n_in)
         delta = lora_lib.adapter_delta(
             self, self.cfg.lora, x, self.shape[: self.n_in], self.shape[self.n_in:],
             self.axes[: self.n_in], self.axes[self.n_in:], param_dtype, dtype)
@@ -288,9 +285,9 @@ class Attention(nn.Module):
     def __call__(self, x, cos, sin, mask, layer_cache, cache_index):
         c = self.cfg
         d, h, kv, hd = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        q = Projection(c, (d, h, hd), (EMBED, HEADS, HEAD_DIM), "btd,dhk->bthk", name="q_proj")(x)
-        k = Projection(c, (d, kv, hd), (EMBED, KV_HEADS, HEAD_DIM), "btd,dhk->bthk", name="k_proj")(x)
-        v = Projection(c, (d, kv, hd), (EMBED, KV_HEADS, HEAD_DIM), "btd,dhk->bthk", name="v_proj")(x)
+        q = Projection(c, (d, h, hd), (EMBED, HEADS, HEAD_DIM), name="q_proj")(x)
+        k = Projection(c, (d, kv, hd), (EMBED, KV_HEADS, HEAD_DIM), name="k_proj")(x)
+        v = Projection(c, (d, kv, hd), (EMBED, KV_HEADS, HEAD_DIM), name="v_proj")(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         new_cache = None
@@ -301,8 +298,7 @@ class Attention(nn.Module):
             new_cache = (k, v)
 
         out = attention_lib.attention(q, k, v, mask, c.attention, c.attention_block)
-        out = Projection(c, (h, hd, d), (HEADS, HEAD_DIM, EMBED), "bthk,hkd->btd", n_in=2,
-                         name="o_proj")(out)
+        out = Projection(c, (h, hd, d), (HEADS, HEAD_DIM, EMBED), n_in=2, name="o_proj")(out)
         return out, new_cache
 
 
@@ -313,10 +309,10 @@ class SwiGLU(nn.Module):
     def __call__(self, x: Array) -> Array:
         c = self.cfg
         shape_in, shape_out = (c.hidden_size, c.intermediate_size), (c.intermediate_size, c.hidden_size)
-        gate = Projection(c, shape_in, (EMBED, MLP), "btd,df->btf", name="gate_proj")(x)
-        up = Projection(c, shape_in, (EMBED, MLP), "btd,df->btf", name="up_proj")(x)
-        return Projection(c, shape_out, (MLP, EMBED), "btf,fd->btd", name="down_proj")(
-            nn.silu(gate) * up)
+        gate = Projection(c, shape_in, (EMBED, MLP), name="gate_proj")(x)
+        up = Projection(c, shape_in, (EMBED, MLP), name="up_proj")(x)
+        return Projection(c, shape_out, (MLP, EMBED), name="down_proj")(
+            norm_act.silu_mul(gate, up))
 
 
 class DecoderLayer(nn.Module):

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from aes_jax.models import linear
+
 Array = jax.Array
 
 ATTENTION_TARGETS = r"self_attn/(q|k|v|o)_proj$"
@@ -73,9 +75,8 @@ def adapter_delta(module: nn.Module, cfg: LoraConfig | None, x: Array,
         return None
     if not (module.is_initializing() or module.has_variable("lora", "a")):
         return None
-    fan_in, fan_out = math.prod(in_shape), math.prod(out_shape)
     a = module.variable("lora", "a", nn.with_logical_partitioning(
-        kaiming_uniform_a(fan_in), in_axes + (LORA_RANK_AXIS,)),
+        kaiming_uniform_a(math.prod(in_shape)), in_axes + (LORA_RANK_AXIS,)),
         module.make_rng("params") if module.is_initializing() else None,
         in_shape + (cfg.rank,), param_dtype).value
     b = module.variable("lora", "b", nn.with_logical_partitioning(
@@ -85,10 +86,8 @@ def adapter_delta(module: nn.Module, cfg: LoraConfig | None, x: Array,
         # Dropout only when the caller passes a dropout rng, i.e. in training steps.
         keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - cfg.dropout, x.shape)
         x = jnp.where(keep, x / (1.0 - cfg.dropout), 0).astype(x.dtype)
-    lead = x.shape[: x.ndim - len(in_shape)]
-    xa = x.reshape(lead + (fan_in,)).astype(dtype) @ a.reshape(fan_in, cfg.rank).astype(dtype)
-    out = xa @ b.reshape(cfg.rank, fan_out).astype(dtype)
-    return (out * cfg.scale).reshape(lead + out_shape)
+    xa = linear.project(x.astype(dtype), a.astype(dtype), len(in_shape))
+    return linear.project(xa, b.astype(dtype)) * cfg.scale
 
 
 def _merge_one(kernel: Array, a: Array, b: Array, scale: float, sign: float) -> Array:

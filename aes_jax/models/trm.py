@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aes_jax.models.dtypes import compute_dtype
-from aes_jax.models.attention import grouped_attention
+from aes_jax.models import attention as attention_lib
+from aes_jax.models import linear, norm_act
 from aes_jax.models.llama import apply_rope
 
 Array = jax.Array
@@ -48,6 +49,7 @@ class TRMConfig:
     rope_theta: float = 10000.0
     dropout: float = 0.0
     dtype: str = "float32"
+    attention: str = "auto"  # attention.IMPLEMENTATIONS
     # Multiplies the (projected) token embedding. None = sqrt(embed_dim), which gives the
     # reference's injection RMS of 1 for a randomly initialised table; a pretrained table
     # passes 1 / its RMS (`embedding_scale`) so the RMS is 1 whatever the hidden size.
@@ -75,9 +77,8 @@ class TRMOutput(NamedTuple):
 
 
 def rms_norm(x: Array, eps: float) -> Array:
-    x32 = x.astype(jnp.float32)
-    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return normed.astype(x.dtype)
+    """Parameter-free RMSNorm in x's dtype (norm_act's, whose backward stores only x)."""
+    return norm_act.rms_norm(x, jnp.ones(x.shape[-1], jnp.float32), eps, x.dtype)
 
 
 def rope_tables(cfg: TRMConfig, length: int) -> tuple[Array, Array]:
@@ -139,27 +140,27 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel = self.param("kernel", _lecun(x.shape[-1]), (x.shape[-1], self.features))
-        return x @ kernel.astype(compute_dtype(self.dtype))
+        return linear.project(x, kernel.astype(compute_dtype(self.dtype)))
 
 
 class Block(nn.Module):
     cfg: TRMConfig
 
     @nn.compact
-    def __call__(self, h: Array, cos: Array, sin: Array, mask: Array, deterministic: bool) -> Array:
+    def __call__(self, h: Array, cos: Array, sin: Array, mask: attention_lib.CausalMask, deterministic: bool) -> Array:
         c = self.cfg
         b, t, d = h.shape
         q = Dense(d, c.dtype, name="q_proj")(h).reshape(b, t, c.num_heads, c.head_dim)
         k = Dense(d, c.dtype, name="k_proj")(h).reshape(b, t, c.num_heads, c.head_dim)
         v = Dense(d, c.dtype, name="v_proj")(h).reshape(b, t, c.num_heads, c.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        attn = grouped_attention(q, k, v, mask).reshape(b, t, d)
+        attn = attention_lib.attention(q, k, v, mask, c.attention).reshape(b, t, d)
         attn = Dense(d, c.dtype, name="o_proj")(attn)
         attn = nn.Dropout(c.dropout)(attn, deterministic=deterministic)
         h = rms_norm(h + attn, c.rms_norm_eps)
         gate = Dense(c.intermediate_size, c.dtype, name="gate_proj")(h)
         up = Dense(c.intermediate_size, c.dtype, name="up_proj")(h)
-        mlp = Dense(d, c.dtype, name="down_proj")(nn.silu(gate) * up)
+        mlp = Dense(d, c.dtype, name="down_proj")(norm_act.silu_mul(gate, up))
         mlp = nn.Dropout(c.dropout)(mlp, deterministic=deterministic)
         return rms_norm(h + mlp, c.rms_norm_eps)
 
@@ -214,8 +215,9 @@ class TRM(nn.Module):
         c = self.cfg
         x = self.embed(input_ids)
         cos, sin = rope_tables(c, input_ids.shape[1])
-        mask = jnp.broadcast_to(attention_mask.astype(bool)[:, None, :],
-                                (input_ids.shape[0], input_ids.shape[1], input_ids.shape[1]))
+        # Bidirectional over real tokens: every key slot is "at or before" each query.
+        mask = attention_lib.CausalMask(attention_mask.astype(bool),
+                                        jnp.full(input_ids.shape[1], input_ids.shape[1] - 1))
 
         def f(h, injection):
             return self.net(h, injection, cos, sin, mask, deterministic)
