@@ -18,9 +18,11 @@ Self-consistency scoring draws m samples per essay and votes. This measures how 
 LLaMA written to a temp dir, or an HF directory), dtype, device kind and sampling
 settings, in the same process:
 
-  jax    `generate(cfg, params, ids, mask, rng, SamplingConfig(...))` on ONE batch of
-         essays x m rows: every left-padded prompt repeated m times. KV cache sized
-         prompt + max_new_tokens, the whole decode loop jitted (lax.while_loop).
+  jax    `generate(cfg, params, ids, mask, rng, SamplingConfig(...), num_samples=m)` on
+         the essays x P left-padded prompts: each prompt prefilled once, its KV cache
+         copied m times, then ONE decode batch of essays x m rows (rows of an essay
+         adjacent). KV cache sized prompt + max_new_tokens, the whole decode loop jitted
+         (lax.while_loop).
   torch  `model.generate(ids, attention_mask, do_sample=True, num_return_sequences=m,
          temperature, top_k, top_p, max_new_tokens, pad_token_id, eos_token_id)` on the
          essays x P left-padded prompts (transformers expands them to essays x m rows);
@@ -216,8 +218,7 @@ def bench_jax(cfg, params, ids: np.ndarray, mask: np.ndarray, m: int,
     """Timing, warm-up/compile seconds, and the tokens [essays*m, N] of the last timed run."""
     n_new = MAX_NEW_TOKENS.value
     rows = ids.shape[0] * m
-    jax_ids = jnp.asarray(np.repeat(ids, m, axis=0))  # rows of one essay are adjacent, as in HF
-    jax_mask = jnp.asarray(np.repeat(mask, m, axis=0))
+    jax_ids, jax_mask = jnp.asarray(ids), jnp.asarray(mask)
     # stop_token_ids=(): no early stop, so every row generates n_new tokens like HF's side.
     sampling = SamplingConfig(max_new_tokens=n_new, temperature=TEMPERATURE.value,
                               top_k=TOP_K.value, top_p=TOP_P.value, stop_token_ids=(),
@@ -227,7 +228,7 @@ def bench_jax(cfg, params, ids: np.ndarray, mask: np.ndarray, m: int,
 
     def step():
         out = generate(cfg, params, jax_ids, jax_mask, rng=jax.random.key(SEED.value + next(calls)),
-                       sampling=sampling)
+                       sampling=sampling, num_samples=m)
         last[0] = out
         return out
 
@@ -423,7 +424,7 @@ def main(argv: list[str]) -> None:
         f"(capped at {n_new}) {eos_info['mean_len_to_first_eos_capped']:.1f}, longest "
         f"{eos_info['max_len_to_first_eos_capped']} (a batch stops only when its longest "
         "sample does, on both sides).",
-        "jax: one jitted generate() call on the m-times repeated batch; compile excluded "
+        "jax: one jitted generate(num_samples=m) call (one prefill per essay, m decode rows); compile excluded "
         "from timing (compile ~= warm-up - median run). torch: model.generate("
         f"num_return_sequences={m}), default dynamic cache, eager, torch.inference_mode.",
         f"Same weights, dtype {dtype}, temperature {TEMPERATURE.value}, top_k {TOP_K.value}, "

@@ -55,10 +55,33 @@ def test_stop_token_ends_row_and_pads_rest(tiny, rng):
     assert gen.strip_after_stop(out, (stop,))[0] == np.asarray(free.tokens[0, :first]).tolist()
 
 
+def test_num_samples_from_one_prefill_equals_repeated_prompts(tiny, rng):
+    """m samples per prompt from one prefill: the tokens, lengths and watched logits of
+    generating for the prompts repeated m times (left padding and the penalty included)."""
+    cfg, params = tiny
+    ids = rng.integers(3, cfg.vocab_size, size=(2, 7))
+    mask = np.ones_like(ids, bool)
+    mask[1, :3] = False
+    sampling = gen.SamplingConfig(max_new_tokens=9, temperature=1.0, top_k=20,
+                                  repetition_penalty=1.3, stop_token_ids=(5, 9),
+                                  watch_token_ids=(3, 4))
+    key = jax.random.key(3)
+    shared = gen.generate(cfg, params, ids, mask, key, sampling, num_samples=3)
+    repeated = gen.generate(cfg, params, np.repeat(ids, 3, 0), np.repeat(mask, 3, 0), key,
+                            sampling)
+    assert shared.tokens.shape == (6, 9)
+    np.testing.assert_array_equal(shared.tokens, repeated.tokens)
+    np.testing.assert_array_equal(shared.lengths, repeated.lengths)
+    np.testing.assert_allclose(shared.watched_logits, repeated.watched_logits, atol=1e-5)
+    assert len({tuple(r) for r in np.asarray(shared.tokens[:3])}) > 1  # the 3 samples differ
+
+
 def test_bad_arguments(tiny):
     cfg, params = tiny
     with pytest.raises(ValueError, match="left-padded"):
         gen.generate(cfg, params, np.ones((1, 4), np.int32), np.array([[1, 1, 1, 0]]))
+    with pytest.raises(ValueError, match="num_samples"):
+        gen.generate(cfg, params, np.ones((1, 4), np.int32), num_samples=0)
     with pytest.raises(ValueError, match="top_p"):
         gen.SamplingConfig(top_p=0.0)
     with pytest.raises(ValueError, match="max_new_tokens"):

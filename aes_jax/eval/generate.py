@@ -100,15 +100,27 @@ def next_token(logits: Array, rng: Array, sampling: SamplingConfig) -> Array:
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "sampling"))
+def _repeat_rows(out, prompt_ids: Array, prompt_mask: Array, m: int):
+    """The prefill's output and the prompts with every row repeated m times (copies of a
+    row adjacent, as np.repeat): m samples per prompt decode from one prefill."""
+    rows = functools.partial(jnp.repeat, repeats=m, axis=0)
+    cache = out.cache._replace(k=jnp.repeat(out.cache.k, m, axis=1),
+                               v=jnp.repeat(out.cache.v, m, axis=1), valid=rows(out.cache.valid))
+    return out._replace(logits=rows(out.logits), cache=cache), rows(prompt_ids), rows(prompt_mask)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "sampling", "num_samples"))
 def _generate(cfg: LlamaConfig, sampling: SamplingConfig, variables, prompt_ids, prompt_mask,
-              rng):
+              rng, num_samples: int = 1):
     model = Llama(cfg)
     batch, prompt_len = prompt_ids.shape
     steps = sampling.max_new_tokens
     cache = KVCache.init(cfg, batch, prompt_len + steps)
     out = model.apply(variables, prompt_ids, attention_mask=prompt_mask, cache=cache,
                       last_logits_only=True)
+    if num_samples > 1:
+        out, prompt_ids, prompt_mask = _repeat_rows(out, prompt_ids, prompt_mask, num_samples)
+        batch *= num_samples
     stop_ids = jnp.asarray(sampling.stop_token_ids or (-1,), jnp.int32)
     watch_ids = jnp.asarray(sampling.watch_token_ids, jnp.int32)
     penalize = sampling.repetition_penalty != 1.0
@@ -148,11 +160,17 @@ def _generate(cfg: LlamaConfig, sampling: SamplingConfig, variables, prompt_ids,
 
 def generate(cfg: LlamaConfig, params, prompt_ids: Array, prompt_mask: Array | None = None,
              rng: Array | None = None, sampling: SamplingConfig = SamplingConfig(),
-             lora: dict | None = None) -> GenerateOutput:
+             lora: dict | None = None, num_samples: int = 1) -> GenerateOutput:
     """Generates up to `sampling.max_new_tokens` tokens for left-padded `prompt_ids` [B, P].
 
-    `lora`: an adapter tree applied on the unmerged `params` (cfg.lora must describe it),
-    so several adapters can take turns on one base in memory."""
+    `num_samples` = m > 1: m continuations per prompt from ONE prefill (its KV cache is
+    copied m times), output rows [B * m] with prompt i's at i*m .. i*m + m - 1: the same
+    tokens as generating for the prompts repeated m times (np.repeat), for 1/m of the
+    prefill work (self-consistency sampling). `lora`: an adapter tree applied on the
+    unmerged `params` (cfg.lora must describe it), so several adapters can take turns on
+    one base in memory."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if lora is not None and cfg.lora is None:
         raise ValueError("generate(lora=...) needs cfg.lora: the adapter's LoraConfig")
     prompt_ids = jnp.asarray(prompt_ids, jnp.int32)
@@ -164,7 +182,7 @@ def generate(cfg: LlamaConfig, params, prompt_ids: Array, prompt_mask: Array | N
     if rng is None:
         rng = jax.random.key(0)
     variables = {"params": params} if lora is None else {"params": params, "lora": lora}
-    return _generate(cfg, sampling, variables, prompt_ids, prompt_mask, rng)
+    return _generate(cfg, sampling, variables, prompt_ids, prompt_mask, rng, num_samples)
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, width: int | None = None

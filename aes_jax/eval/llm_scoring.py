@@ -61,26 +61,31 @@ def _batches(prompt_ids: Sequence[np.ndarray], batch_size: int
 
 
 def decode(cfg: LlamaConfig, params: dict, prompt_ids: Sequence[np.ndarray],
-           sampling: SamplingConfig, batch_size: int, rng: jax.Array, desc: str = "decoding"
-           ) -> tuple[list[list[int]], list[np.ndarray] | None]:
-    """Generated tokens per prompt (stop token removed) and, when sampling watches tokens,
-    their logits per step [steps, len(watch)]; results come back in input order."""
-    tokens: list[list[int]] = [[] for _ in prompt_ids]
-    watched: list[np.ndarray] | None = [None] * len(prompt_ids) if sampling.watch_token_ids else None
+           sampling: SamplingConfig, batch_size: int, rng: jax.Array, desc: str = "decoding",
+           num_samples: int = 1) -> tuple[list[list[int]], list[np.ndarray] | None]:
+    """Generated tokens per prompt and sample (stop token removed) and, when sampling
+    watches tokens, their logits per step [steps, len(watch)]; results come back in input
+    order, prompt i's samples at i * num_samples + s. `batch_size` counts prompts; each
+    prompt is prefilled once for its num_samples continuations."""
+    m = num_samples
+    tokens: list[list[int]] = [[] for _ in range(len(prompt_ids) * m)]
+    watched: list[np.ndarray] | None = [None] * len(tokens) if sampling.watch_token_ids else None
     stops = set(sampling.stop_token_ids)
     batches = list(_batches(prompt_ids, batch_size))
     for b, (rows, seqs) in enumerate(tqdm(batches, desc=desc, unit="batch", leave=False)):
         width = -(-max(len(s) for s in seqs) // PROMPT_BUCKET) * PROMPT_BUCKET
         ids, mask = _left_pad_to(seqs, width, sampling.pad_token_id)
-        out = jax.device_get(generate(cfg, params, ids, mask, jax.random.fold_in(rng, b), sampling))
+        out = jax.device_get(generate(cfg, params, ids, mask, jax.random.fold_in(rng, b),
+                                      sampling, num_samples=m))
         for j, row in enumerate(rows):
-            n = int(out.lengths[j])
-            seq = out.tokens[j, :n].tolist()
-            if seq and seq[-1] in stops:
-                seq = seq[:-1]
-            tokens[row] = seq
-            if watched is not None:
-                watched[row] = np.asarray(out.watched_logits[j, :len(seq)])
+            for s in range(m):
+                n = int(out.lengths[j * m + s])
+                seq = out.tokens[j * m + s, :n].tolist()
+                if seq and seq[-1] in stops:
+                    seq = seq[:-1]
+                tokens[row * m + s] = seq
+                if watched is not None:
+                    watched[row * m + s] = np.asarray(out.watched_logits[j * m + s, :len(seq)])
     return tokens, watched
 
 
@@ -219,9 +224,9 @@ def sample_bank(cfg: LlamaConfig, params: dict, tokenizer: Any, fmt: ScoreFormat
     `eval/self_consistency.py` (nulls where a trait was unreadable)."""
     tok = tokenizer
     k = len(fmt.traits)
-    repeated = [x.prompt_ids for x in inputs for _ in range(num_samples)]
-    tokens, _ = decode(cfg, params, repeated, sampling, essays_per_batch * num_samples,
-                       jax.random.key(seed), desc=f"sampling x{num_samples}")
+    tokens, _ = decode(cfg, params, [x.prompt_ids for x in inputs], sampling,
+                       essays_per_batch, jax.random.key(seed), desc=f"sampling x{num_samples}",
+                       num_samples=num_samples)
     essays = []
     for i, x in enumerate(inputs):
         rows = tokens[i * num_samples:(i + 1) * num_samples]
