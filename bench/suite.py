@@ -94,7 +94,7 @@ PROFILES = {
         {"essays": 2, "samples": 2, "max_new_tokens": 4, "repeats": 1, "prompt_tokens": 32},
         ("demo",), (1, 0), (4, 32), compile_seq_len=64),
     "cpu-quick": Profile(
-        "quick", ("smollm2",), (1024,), 1024, 1024, "float32", False, (2, 0), (1, 0), ("lora",),
+        "quick", ("smollm2",), (1024,), 1024, 1024, "float32", False, (2, 1), (2, 1), ("lora",),
         {"essays": 4, "samples": 4, "max_new_tokens": 16, "repeats": 1},
         ("demo", "cpu"), (3, 1), compile_seq_len=256),
     "cpu-full": Profile(

@@ -2,6 +2,7 @@
 autodiff's gradients of the plain expressions they replace."""
 
 import jax
+import jax.ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -69,3 +70,23 @@ def test_rms_norm_and_silu_mul_match_autodiff(dtype, tol):
                                   np.asarray(jax.nn.silu(gate) * up, np.float32))
     _assert_close(_grads(norm_act.silu_mul, gate, up),
                   _grads(lambda g, u: jax.nn.silu(g) * u, gate, up), tol)
+
+
+def _saved(remat, capsys) -> str:
+    """jax's printout of what the backward keeps from a 2-layer model's forward."""
+    from aes_jax.models.llama import Llama, LlamaConfig
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, remat=remat)
+    model, ids = Llama(cfg), jnp.zeros((1, 16), jnp.int32)
+    params = model.init(jax.random.key(0), ids)
+    capsys.readouterr()
+    jax.ad_checkpoint.print_saved_residuals(lambda p: model.apply(p, ids).sum(), params)
+    return capsys.readouterr().out
+
+
+def test_dots_remat_policy_still_sees_the_projections(capsys):
+    """A policy keeping dot outputs must keep the projections' (the hand-written VJP would
+    hide them and save nothing); full remat keeps none."""
+    mlp_out = "f32[2,16,48]"  # [layers, tokens, intermediate]: the gate / up outputs
+    assert _saved("dots_with_no_batch_dims_saveable", capsys).count(mlp_out) == 2
+    assert mlp_out not in _saved("full", capsys)

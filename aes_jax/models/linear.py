@@ -54,3 +54,11 @@ def _project_bwd(n_in: int, residuals, dy: Array):
 
 
 project.defvjp(_project_fwd, _project_bwd)
+
+
+def project_autodiff(x: Array, kernel: Array, n_in: int = 1) -> Array:
+    """`project` differentiated by JAX: for jax.checkpoint policies that keep dot outputs
+    (dots_saveable, ...), which look for dot_general and cannot see one inside a
+    custom_vjp (they would save nothing there)."""
+    x2, k2, out_shape = _flat(x, kernel, n_in)
+    return jnp.einsum("ni,io->no", x2, k2).reshape(out_shape)

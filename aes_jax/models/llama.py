@@ -271,10 +271,13 @@ class Projection(nn.Module):
     def __call__(self, x: Array) -> Array:
         param_dtype, dtype = compute_dtype(self.cfg.param_dtype), compute_dtype(self.cfg.dtype)
         kernel = self.param("kernel", _init(self.cfg, self.axes), self.shape, param_dtype)
-        y = linear.project(x.astype(dtype), kernel.astype(dtype), self.n_in)
+        # A remat policy that keeps dots must see them: hand-written VJPs hide them.
+        project = (linear.project if remat_policy(self.cfg.remat) is None
+                   else linear.project_autodiff)
+        y = project(x.astype(dtype), kernel.astype(dtype), self.n_in)
         delta = lora_lib.adapter_delta(
             self, self.cfg.lora, x, self.shape[: self.n_in], self.shape[self.n_in:],
-            self.axes[: self.n_in], self.axes[self.n_in:], param_dtype, dtype)
+            self.axes[: self.n_in], self.axes[self.n_in:], param_dtype, dtype, project)
         return y if delta is None else y + delta.astype(y.dtype)
 
 
@@ -338,8 +341,8 @@ REMAT_POLICIES = ("nothing_saveable", "everything_saveable", "dots_saveable",
 
 def remat_policy(remat: bool | str):
     """`remat` (True, "full" or a REMAT_POLICIES name) -> a jax.checkpoint policy (None =
-    save nothing, jax's default)."""
-    if remat is True or remat in ("full", "nothing_saveable"):
+    save nothing, jax's default; also None when remat is off)."""
+    if not remat or remat is True or remat in ("full", "nothing_saveable"):
         return None
     if remat not in REMAT_POLICIES:
         raise ConfigError(f"remat={remat!r}: expected '' (off), 'full' or one of "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -68,7 +68,8 @@ def kaiming_uniform_a(fan_in: int):
 def adapter_delta(module: nn.Module, cfg: LoraConfig | None, x: Array,
                   in_shape: tuple[int, ...], out_shape: tuple[int, ...],
                   in_axes: tuple[str, ...], out_axes: tuple[str, ...],
-                  param_dtype: Any, dtype: Any) -> Array | None:
+                  param_dtype: Any, dtype: Any,
+                  project: Callable[..., Array] = linear.project) -> Array | None:
     """Called inside a projection: the LoRA term for input x [..., *in_shape], or None when
     this module has no adapter (not targeted, or the `lora` collection was not passed)."""
     if cfg is None or not cfg.matches(module.path):
@@ -86,8 +87,8 @@ def adapter_delta(module: nn.Module, cfg: LoraConfig | None, x: Array,
         # Dropout only when the caller passes a dropout rng, i.e. in training steps.
         keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - cfg.dropout, x.shape)
         x = jnp.where(keep, x / (1.0 - cfg.dropout), 0).astype(x.dtype)
-    xa = linear.project(x.astype(dtype), a.astype(dtype), len(in_shape))
-    return linear.project(xa, b.astype(dtype)) * cfg.scale
+    xa = project(x.astype(dtype), a.astype(dtype), len(in_shape))
+    return project(xa, b.astype(dtype)) * cfg.scale
 
 
 def _merge_one(kernel: Array, a: Array, b: Array, scale: float, sign: float) -> Array:
