@@ -112,3 +112,18 @@ def test_cudnn_falls_back_to_xla_where_refused(rng):
     np.testing.assert_allclose(np.asarray(got) * live,
                                np.asarray(attn.attention(q, k, v, mask, "einsum")) * live,
                                atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["einsum", *FAST])
+def test_bidirectional_padding_mask_and_nan_propagation(rng, implementation):
+    """TRM's mask (every real key visible to every query, CausalMask with query_slot =
+    S - 1) matches the einsum reference; a NaN query stays NaN (divergence shows) and
+    does not leak into other rows."""
+    q, k, v = _qkv(rng, t=12, s=12)
+    valid = jnp.asarray(np.arange(12)[None, :] < np.array([[12], [7], [3]]))
+    mask = attn.CausalMask(valid, jnp.full(12, 11))
+    want = attn.attention(q, k, v, mask, "einsum")
+    got = attn.attention(q, k, v, mask, implementation, 4)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    out = np.asarray(attn.attention(q.at[1, 2].set(jnp.nan), k, v, mask, implementation, 4))
+    assert np.isnan(out[1, 2]).all() and not np.isnan(np.delete(out, 1, 0)).any()

@@ -90,3 +90,14 @@ def test_dots_remat_policy_still_sees_the_projections(capsys):
     mlp_out = "f32[2,16,48]"  # [layers, tokens, intermediate]: the gate / up outputs
     assert _saved("dots_with_no_batch_dims_saveable", capsys).count(mlp_out) == 2
     assert mlp_out not in _saved("full", capsys)
+
+
+def test_rms_norm_gradient_of_an_overflowing_row_is_nan():
+    """A row whose mean square overflows gets NaN gradients where autodiff gives a silent
+    zero (so a diverging run is caught); other rows are unaffected."""
+    x = jnp.asarray([[1e30, -2e30, 3e30], [1.0, 2.0, 3.0]], jnp.float32)
+    scale = jnp.ones(3, jnp.float32)
+    ours = _grads(lambda a: norm_act.rms_norm(a, scale, 1e-5, jnp.float32), x)[0]
+    plain = _grads(lambda a: _plain_rms_norm(a, scale, 1e-5, jnp.float32), x)[0]
+    assert (np.asarray(plain[0]) == 0).all() and np.isnan(ours[0]).all()
+    np.testing.assert_allclose(ours[1], plain[1], rtol=1e-5)

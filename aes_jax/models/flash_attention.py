@@ -98,7 +98,7 @@ def _forward(q, kt, v, kv_valid, query_slot, bq: int, bk: int):
         shape = (b, kv, g, bq)
         init = (jnp.full(shape, _FILL), jnp.zeros(shape), jnp.zeros((*shape, d)))
         (m, l, acc), _ = jax.lax.scan(key_tile, init, jnp.arange(n_k))
-        seen = m > _FILL
+        seen = m != _FILL  # not `m > fill`: a NaN row must stay NaN, so divergence shows
         out = jnp.where(seen[..., None], acc / l[..., None], 0.0)
         lse = jnp.where(seen, m + jnp.log(l), 0.0)
         return out.astype(q.dtype), lse

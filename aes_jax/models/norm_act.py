@@ -46,6 +46,10 @@ def _rms_norm_bwd(eps: float, dtype, residuals, dy: Array):
     d_normed = dy32 * scale.astype(dtype).astype(_F32)
     # d/dx of x * inv(x): inv * (g - normed * mean(g * normed)).
     dx = inv * (d_normed - normed * jnp.mean(d_normed * normed, axis=-1, keepdims=True))
+    # A row whose mean square overflowed (inv = 0; its output is a meaningless 0) gets a
+    # NaN gradient, not autodiff's silent 0, so the loop's non-finite check stops a
+    # diverging run (tests/test_train_loop.py) instead of it training on.
+    dx = jnp.where(inv > 0, dx, jnp.nan)
     return dx.astype(x.dtype), d_scale.astype(scale.dtype)
 
 

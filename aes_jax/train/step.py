@@ -52,9 +52,6 @@ def make_train_step(loss_fn: StatefulLoss, optimizer: optax.GradientTransformati
 
     def train_step(state: TrainState, frozen: Any, batch: dict):
         rng, step_rng = jax.random.split(state.rng)
-        micro = split_microbatches(batch, accum_steps)
-        micro_state = split_microbatches(state.task_state, accum_steps)
-
         def accumulate(carry, xs):
             grads_sum, loss_sum = carry
             i, mb, ts = xs
@@ -62,11 +59,21 @@ def make_train_step(loss_fn: StatefulLoss, optimizer: optax.GradientTransformati
                                                    jax.random.fold_in(step_rng, i), state.step)
             return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), (aux, new_ts)
 
-        zeros = jax.tree.map(jnp.zeros_like, state.trainable)
-        (grads, loss), (aux, task_state) = jax.lax.scan(
-            accumulate, (zeros, jnp.zeros((), jnp.float32)),
-            (jnp.arange(accum_steps), micro, micro_state))
-        grads = jax.tree.map(lambda g: g / accum_steps, grads)
+        if accum_steps == 1:
+            # The same numbers without a zero-filled gradient tree to add into (one pass
+            # over every parameter's worth of memory per step, 2-4% of a CPU step).
+            (loss, (aux, task_state)), grads = grad_fn(
+                state.trainable, frozen, state.task_state, batch,
+                jax.random.fold_in(step_rng, 0), state.step)
+            aux, task_state = jax.tree.map(lambda x: x[None], (aux, task_state))
+        else:
+            micro = split_microbatches(batch, accum_steps)
+            micro_state = split_microbatches(state.task_state, accum_steps)
+            zeros = jax.tree.map(jnp.zeros_like, state.trainable)
+            (grads, loss), (aux, task_state) = jax.lax.scan(
+                accumulate, (zeros, jnp.zeros((), jnp.float32)),
+                (jnp.arange(accum_steps), micro, micro_state))
+            grads = jax.tree.map(lambda g: g / accum_steps, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         ema = state.ema
