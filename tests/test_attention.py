@@ -14,6 +14,15 @@ from aes_jax.models import attention as attn
 from aes_jax.models.llama import Llama
 
 FAST = ["xla", "chunked"]
+# "static": the chunked path with slots known at trace time (tiles unrolled, as in
+# training and TRM); "chunked" alone gets traced slots (the scan over tiles).
+SLOTS = ["traced", "static"]
+
+
+def _mask(valid, slots, how: str = "traced") -> attn.CausalMask:
+    if how == "static":
+        return attn.CausalMask.known(jnp.asarray(valid), np.asarray(slots))
+    return attn.CausalMask(jnp.asarray(valid), jnp.asarray(slots))
 
 
 def _qkv(rng, b=3, t=13, s=13, h=6, kv=2, d=8):
@@ -22,11 +31,11 @@ def _qkv(rng, b=3, t=13, s=13, h=6, kv=2, d=8):
     return q, k, v
 
 
-def _padded_mask(b, t):
+def _padded_mask(b, t, how: str = "traced"):
     # row 0 full, row 1 right-padded by 4, row 2 left-padded by 5
     pos = np.arange(t)[None, :]
     valid = np.stack([pos[0] >= 0, pos[0] < t - 4, pos[0] >= 5])
-    return attn.CausalMask(jnp.asarray(valid), jnp.arange(t))
+    return _mask(valid, np.arange(t), how)
 
 
 def _attended(mask):
@@ -34,10 +43,11 @@ def _attended(mask):
     return np.asarray(mask.dense().any(-1))
 
 
+@pytest.mark.parametrize("slots", SLOTS)
 @pytest.mark.parametrize("implementation", FAST)
-def test_matches_einsum_values_and_gradients(rng, implementation):
+def test_matches_einsum_values_and_gradients(rng, implementation, slots):
     q, k, v = _qkv(rng)
-    mask = _padded_mask(3, 13)
+    mask = _padded_mask(3, 13, slots)
     live = _attended(mask)[:, :, None, None]
     weights = jnp.asarray(rng.normal(size=q.shape), jnp.float32) * live
 
@@ -114,16 +124,32 @@ def test_cudnn_falls_back_to_xla_where_refused(rng):
                                atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("slots", SLOTS)
 @pytest.mark.parametrize("implementation", ["einsum", *FAST])
-def test_bidirectional_padding_mask_and_nan_propagation(rng, implementation):
+def test_bidirectional_padding_mask_and_nan_propagation(rng, implementation, slots):
     """TRM's mask (every real key visible to every query, CausalMask with query_slot =
     S - 1) matches the einsum reference; a NaN query stays NaN (divergence shows) and
     does not leak into other rows."""
     q, k, v = _qkv(rng, t=12, s=12)
     valid = jnp.asarray(np.arange(12)[None, :] < np.array([[12], [7], [3]]))
-    mask = attn.CausalMask(valid, jnp.full(12, 11))
+    mask = _mask(valid, np.full(12, 11), slots)
     want = attn.attention(q, k, v, mask, "einsum")
     got = attn.attention(q, k, v, mask, implementation, 4)
     np.testing.assert_allclose(got, want, atol=1e-5)
     out = np.asarray(attn.attention(q.at[1, 2].set(jnp.nan), k, v, mask, implementation, 4))
     assert np.isnan(out[1, 2]).all() and not np.isnan(np.delete(out, 1, 0)).any()
+
+
+def test_static_plan_tile_kinds_and_cap():
+    """Causal slots 0..7 in 4x4 tiles: the tile above the diagonal is skipped (0), the
+    diagonal ones need the full mask (1), the one below sees every key (2). Past the
+    unroll cap the plan gives up (None) and the traced scan path runs instead."""
+    from aes_jax.models import flash_attention as fa
+    assert fa.static_plan(np.arange(8), 8, 4, 4) == ((1, 0), (2, 1))
+    # Bidirectional (TRM): every tile sees all its keys.
+    assert fa.static_plan(np.full(8, 7), 8, 4, 4) == ((2, 2), (2, 2))
+    # Padded query rows (slot -1) see nothing.
+    assert fa.static_plan(np.array([0, 1, -1, -1]), 4, 2, 2) == ((1, 0), (0, 0))
+    cap = fa.MAX_UNROLLED_TILES
+    assert fa.static_plan(np.full(cap, cap - 1), cap, cap, 1) is not None
+    assert fa.static_plan(np.full(cap + 1, cap), cap + 1, cap + 1, 1) is None

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import struct
 
-from aes_jax.models.flash_attention import flash_attention, visible
+from aes_jax.models.flash_attention import flash_attention, static_plan, visible
 
 Array = jax.Array
 
@@ -31,7 +32,8 @@ IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn", "chunked")
 _FILL = jnp.finfo(jnp.float32).min  # finite, so fully masked rows stay free of NaN
 
 
-class CausalMask(NamedTuple):
+@struct.dataclass
+class CausalMask:
     """Key slot s is visible to query i iff kv_valid[b, s] and s <= query_slot[i].
 
     Kept factored ([B, S] + [T]) so the chunked path never builds the [B, T, S] mask.
@@ -39,6 +41,15 @@ class CausalMask(NamedTuple):
 
     kv_valid: Array  # [B, S] bool: the slot holds a real token
     query_slot: Array  # [T] int32: each query's own slot (cache index + position in call)
+    # The same slots as Python ints where they are known when tracing (training, TRM):
+    # static, so the chunked path skips and unmasks tiles without a traced branch.
+    static_slots: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
+
+    @classmethod
+    def known(cls, kv_valid: Array, query_slot: np.ndarray) -> "CausalMask":
+        """A mask whose slots are fixed at trace time (not a traced cache offset)."""
+        slots = np.asarray(query_slot, np.int32)
+        return cls(kv_valid, jnp.asarray(slots), tuple(slots.tolist()))
 
     def dense(self) -> Array:
         """[B, T, S] bool."""
@@ -127,6 +138,11 @@ def chunked_attention(q: Array, k: Array, v: Array, mask: CausalMask,
     bq, bk = min(block_size, t), min(block_size, s)
     q5 = _pad_to(q.reshape(b, t, kv, h // kv, hd), 1, bq)
     k, v = _pad_to(k.astype(q.dtype), 1, bk), _pad_to(v.astype(q.dtype), 1, bk)
+    plan = None
+    if mask.static_slots is not None:
+        slots = np.pad(np.asarray(mask.static_slots, np.int32), (0, -t % bq),
+                       constant_values=-1)
+        plan = static_plan(slots, k.shape[1], bq, bk)
     out = flash_attention(q5, k, v, _pad_to(mask.kv_valid, 1, bk, False),
-                          _pad_to(mask.query_slot.astype(jnp.int32), 0, bq, -1), bq, bk)
+                          _pad_to(mask.query_slot.astype(jnp.int32), 0, bq, -1), bq, bk, plan)
     return out[:, :t].reshape(b, t, h, hd)

@@ -398,7 +398,7 @@ class Llama(nn.Module):
         cos, sin = rope_cos_sin(positions, rope_inv_freq(c))
 
         if cache is None:
-            mask = attention_lib.CausalMask(token_mask, jnp.arange(t))
+            mask = attention_lib.CausalMask.known(token_mask, np.arange(t))
             layer_caches, cache_index = None, jnp.zeros((), jnp.int32)
         else:
             valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, token_mask, cache.index, 1)

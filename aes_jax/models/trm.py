@@ -216,8 +216,8 @@ class TRM(nn.Module):
         x = self.embed(input_ids)
         cos, sin = rope_tables(c, input_ids.shape[1])
         # Bidirectional over real tokens: every key slot is "at or before" each query.
-        mask = attention_lib.CausalMask(attention_mask.astype(bool),
-                                        jnp.full(input_ids.shape[1], input_ids.shape[1] - 1))
+        mask = attention_lib.CausalMask.known(attention_mask.astype(bool),
+                                              np.full(input_ids.shape[1], input_ids.shape[1] - 1))
 
         def f(h, injection):
             return self.net(h, injection, cos, sin, mask, deterministic)
