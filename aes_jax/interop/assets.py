@@ -66,8 +66,15 @@ def smollm2_dir() -> Path:
     try:
         _convert_gguf_dir(gguf_path, tmp)
         (tmp / _COMPLETE).write_text(f"converted from {gguf_path}\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        if target.exists() and not (target / _COMPLETE).is_file():
+            shutil.rmtree(target, ignore_errors=True)  # left by an interrupted conversion
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # A process beside this one (parallel tests, several jobs on one machine)
+            # finished first; its directory is complete and may be in use: keep it.
+            if not (target / _COMPLETE).is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
